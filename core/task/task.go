@@ -1,0 +1,338 @@
+package task
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// Status is where a task is in its lifecycle.
+type Status string
+
+// The statuses of a task. DONE and FAILED are terminal.
+const (
+	Pending Status = "PENDING"
+	Queued  Status = "QUEUED"
+	Running Status = "RUNNING"
+	Done    Status = "DONE"
+	Failed  Status = "FAILED"
+)
+
+// Statuses lists every status in lifecycle order.
+func Statuses() []Status { return []Status{Pending, Queued, Running, Done, Failed} }
+
+// Valid reports whether s is one of the known statuses.
+func (s Status) Valid() bool {
+	switch s {
+	case Pending, Queued, Running, Done, Failed:
+		return true
+	}
+	return false
+}
+
+// Terminal reports whether no further work happens on a task in status s
+// unless a user asks for it.
+func (s Status) Terminal() bool { return s == Done || s == Failed }
+
+// Limits and defaults for task fields.
+const (
+	MaxTitleLen        = 200      // characters, after trimming
+	MaxKindLen         = 64       // bytes
+	MaxPayloadBytes    = 64 << 10 // bytes of JSON
+	MaxResultBytes     = 64 << 10 // bytes of JSON
+	MaxErrorLen        = 4 << 10  // bytes; longer handler errors are cut
+	DefaultKind        = "simulate"
+	DefaultMaxAttempts = 3
+	MaxMaxAttempts     = 25
+)
+
+// Task is one unit of work: what to run (Kind and Payload), where it is in
+// its lifecycle, and what came of it.
+type Task struct {
+	ID          string
+	Title       string
+	Kind        string
+	Payload     json.RawMessage // always a JSON object
+	Status      Status
+	Attempts    int // attempts started so far in the current round
+	MaxAttempts int
+	CreatedAt   time.Time
+	UpdatedAt   time.Time
+	StartedAt   *time.Time // start of the latest attempt
+	FinishedAt  *time.Time // when the task became DONE or FAILED
+	Result      json.RawMessage
+	Error       string // the latest attempt's error, if it failed
+}
+
+// Spec is what a caller supplies to create a task. Zero values take the
+// defaults: kind "simulate", payload {}, max attempts 3.
+type Spec struct {
+	Title       string
+	Kind        string
+	Payload     json.RawMessage
+	MaxAttempts int
+}
+
+// New validates spec and returns a PENDING task with the given id, created at now.
+func New(id string, spec Spec, now time.Time) (*Task, error) {
+	title, err := normalizeTitle(spec.Title)
+	if err != nil {
+		return nil, err
+	}
+	kind, err := normalizeKind(spec.Kind)
+	if err != nil {
+		return nil, err
+	}
+	payload, err := normalizePayload(spec.Payload)
+	if err != nil {
+		return nil, err
+	}
+	maxAttempts, err := normalizeMaxAttempts(spec.MaxAttempts)
+	if err != nil {
+		return nil, err
+	}
+	now = now.UTC()
+	return &Task{
+		ID:          id,
+		Title:       title,
+		Kind:        kind,
+		Payload:     payload,
+		Status:      Pending,
+		MaxAttempts: maxAttempts,
+		CreatedAt:   now,
+		UpdatedAt:   now,
+	}, nil
+}
+
+// Patch is a partial update. Nil fields are left as they are.
+type Patch struct {
+	Title       *string
+	Kind        *string
+	Payload     json.RawMessage // nil: unchanged
+	MaxAttempts *int
+}
+
+// Empty reports whether the patch changes nothing.
+func (p Patch) Empty() bool {
+	return p.Title == nil && p.Kind == nil && p.Payload == nil && p.MaxAttempts == nil
+}
+
+// Apply validates p and applies it. The title may change in any status; what
+// the task runs (kind, payload, max attempts) may change only while it is
+// PENDING, because a queued or finished task's record must match what ran.
+// Apply changes nothing when it returns an error.
+func (t *Task) Apply(p Patch, now time.Time) error {
+	next := *t
+	if p.Title != nil {
+		title, err := normalizeTitle(*p.Title)
+		if err != nil {
+			return err
+		}
+		next.Title = title
+	}
+	if p.Kind != nil || p.Payload != nil || p.MaxAttempts != nil {
+		if t.Status != Pending {
+			return &TransitionError{ID: t.ID, From: t.Status, Action: "change kind, payload or max_attempts of"}
+		}
+	}
+	if p.Kind != nil {
+		kind, err := normalizeKind(*p.Kind)
+		if err != nil {
+			return err
+		}
+		next.Kind = kind
+	}
+	if p.Payload != nil {
+		payload, err := normalizePayload(p.Payload)
+		if err != nil {
+			return err
+		}
+		next.Payload = payload
+	}
+	if p.MaxAttempts != nil {
+		n, err := normalizeMaxAttempts(*p.MaxAttempts)
+		if err != nil {
+			return err
+		}
+		next.MaxAttempts = n
+	}
+	next.UpdatedAt = now.UTC()
+	*t = next
+	return nil
+}
+
+// Enqueue moves a PENDING or FAILED task to QUEUED. On a FAILED task it
+// starts a new round: attempts, result and error are cleared.
+func (t *Task) Enqueue(now time.Time) error {
+	switch t.Status {
+	case Pending, Failed:
+	default:
+		return &TransitionError{ID: t.ID, From: t.Status, Action: "run"}
+	}
+	t.Status = Queued
+	t.Attempts = 0
+	t.Result = nil
+	t.Error = ""
+	t.StartedAt = nil
+	t.FinishedAt = nil
+	t.UpdatedAt = now.UTC()
+	return nil
+}
+
+// Unqueue takes back an Enqueue whose job could not be handed to the queue,
+// so the caller can try again: the task returns to PENDING.
+func (t *Task) Unqueue(now time.Time) error {
+	if t.Status != Queued || t.Attempts != 0 {
+		return &TransitionError{ID: t.ID, From: t.Status, Action: "unqueue"}
+	}
+	t.Status = Pending
+	t.UpdatedAt = now.UTC()
+	return nil
+}
+
+// Start moves a QUEUED task to RUNNING and counts the attempt.
+func (t *Task) Start(now time.Time) error {
+	if t.Status != Queued {
+		return &TransitionError{ID: t.ID, From: t.Status, Action: "start"}
+	}
+	if t.Attempts >= t.MaxAttempts {
+		return &TransitionError{ID: t.ID, From: t.Status, Action: "start another attempt of"}
+	}
+	now = now.UTC()
+	t.Status = Running
+	t.Attempts++
+	t.StartedAt = &now
+	t.Error = ""
+	t.UpdatedAt = now
+	return nil
+}
+
+// Succeed records the result of a RUNNING task and makes it DONE.
+func (t *Task) Succeed(result json.RawMessage, now time.Time) error {
+	if t.Status != Running {
+		return &TransitionError{ID: t.ID, From: t.Status, Action: "complete"}
+	}
+	if len(result) > MaxResultBytes {
+		return t.Fail(ErrResultTooLarge.Error(), false, now)
+	}
+	if len(bytes.TrimSpace(result)) == 0 {
+		result = json.RawMessage("null")
+	} else if !json.Valid(result) {
+		return t.Fail("handler returned a result that is not valid JSON", false, now)
+	}
+	now = now.UTC()
+	t.Status = Done
+	t.Result = result
+	t.Error = ""
+	t.FinishedAt = &now
+	t.UpdatedAt = now
+	return nil
+}
+
+// Fail records a failed attempt of a RUNNING task. If retryable is true and
+// attempts remain, the task goes back to QUEUED for another attempt;
+// otherwise it is FAILED. Retried reports which happened.
+func (t *Task) Fail(msg string, retryable bool, now time.Time) error {
+	if t.Status != Running {
+		return &TransitionError{ID: t.ID, From: t.Status, Action: "fail"}
+	}
+	now = now.UTC()
+	t.Error = truncate(msg, MaxErrorLen)
+	t.UpdatedAt = now
+	if retryable && t.Attempts < t.MaxAttempts {
+		t.Status = Queued
+		return nil
+	}
+	t.Status = Failed
+	t.FinishedAt = &now
+	return nil
+}
+
+// Retrying reports whether the task failed an attempt and waits for another.
+func (t *Task) Retrying() bool { return t.Status == Queued && t.Attempts > 0 }
+
+// CheckDelete reports whether the task may be deleted: not while it is
+// QUEUED or RUNNING, because its job is in flight.
+func (t *Task) CheckDelete() error {
+	if t.Status == Queued || t.Status == Running {
+		return &TransitionError{ID: t.ID, From: t.Status, Action: "delete"}
+	}
+	return nil
+}
+
+func normalizeTitle(s string) (string, error) {
+	s = strings.TrimSpace(s)
+	if !utf8.ValidString(s) {
+		return "", &ValidationError{Field: "title", Reason: "must be valid UTF-8"}
+	}
+	n := utf8.RuneCountInString(s)
+	if n == 0 {
+		return "", &ValidationError{Field: "title", Reason: "must not be empty"}
+	}
+	if n > MaxTitleLen {
+		return "", &ValidationError{Field: "title", Reason: "must be at most 200 characters"}
+	}
+	if strings.ContainsFunc(s, isControl) {
+		return "", &ValidationError{Field: "title", Reason: "must not contain control characters"}
+	}
+	return s, nil
+}
+
+func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
+
+func normalizeKind(s string) (string, error) {
+	if s == "" {
+		return DefaultKind, nil
+	}
+	if len(s) > MaxKindLen {
+		return "", &ValidationError{Field: "kind", Reason: "must be at most 64 bytes"}
+	}
+	for i, r := range s {
+		ok := r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || (i > 0 && (r == '_' || r == '-' || r == '.'))
+		if !ok {
+			return "", &ValidationError{Field: "kind", Reason: "must start with a lowercase letter or digit and hold only a-z, 0-9, '_', '-', '.'"}
+		}
+	}
+	return s, nil
+}
+
+func normalizePayload(p json.RawMessage) (json.RawMessage, error) {
+	p = bytes.TrimSpace(p)
+	if len(p) == 0 {
+		return json.RawMessage("{}"), nil
+	}
+	if len(p) > MaxPayloadBytes {
+		return nil, &ValidationError{Field: "payload", Reason: "must be at most 65536 bytes of JSON"}
+	}
+	if p[0] != '{' || !json.Valid(p) {
+		return nil, &ValidationError{Field: "payload", Reason: "must be a JSON object"}
+	}
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, p); err != nil {
+		return nil, &ValidationError{Field: "payload", Reason: "must be a JSON object"}
+	}
+	return json.RawMessage(buf.Bytes()), nil
+}
+
+func normalizeMaxAttempts(n int) (int, error) {
+	if n == 0 {
+		return DefaultMaxAttempts, nil
+	}
+	if n < 1 || n > MaxMaxAttempts {
+		return 0, &ValidationError{Field: "max_attempts", Reason: "must be between 1 and 25"}
+	}
+	return n, nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	s = s[:n]
+	for len(s) > 0 && !utf8.ValidString(s) {
+		s = s[:len(s)-1]
+	}
+	return s
+}

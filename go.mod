@@ -1,0 +1,3 @@
+module github.com/opsbox/opsbox
+
+go 1.26

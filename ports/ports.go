@@ -1,0 +1,120 @@
+// Package ports declares what the opsbox core needs from the outside world
+// (a task store, a job queue, a clock, ids) and what it offers to it (the
+// Handler a program registers for each task kind).
+//
+// In opsbox's words, a port is an interface and an adapter is one
+// implementation of it: the bun stores, the Watermill queues and the HTTP API
+// all live under adapters/. The contract suites in ports/storetest and
+// ports/queuetest check any implementation against what the core relies on.
+package ports
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/opsbox/opsbox/core/task"
+)
+
+// ErrUnavailable marks an error caused by a backing service (database,
+// queue) that cannot be reached or did not answer in time. Callers may try
+// again later; the HTTP API answers 503.
+var ErrUnavailable = errors.New("service unavailable")
+
+// TaskStore persists tasks. It is the source of truth for their status.
+type TaskStore interface {
+	// Create stores a new task. It fails if the id exists.
+	Create(ctx context.Context, t *task.Task) error
+	// Get returns the task with the id, or an error matching task.ErrNotFound.
+	Get(ctx context.Context, id string) (*task.Task, error)
+	// List returns one page of tasks, newest first.
+	List(ctx context.Context, q ListQuery) (Page, error)
+	// Update loads the task, calls fn on it and saves the result, all in one
+	// transaction that holds the task against concurrent updates, so fn sees
+	// the latest state and two racing updates cannot both win. If fn returns
+	// an error nothing is saved and Update returns that error unchanged.
+	Update(ctx context.Context, id string, fn func(*task.Task) error) (*task.Task, error)
+	// Delete removes the task if fn, called on its latest state in the same
+	// transaction, returns nil.
+	Delete(ctx context.Context, id string, fn func(*task.Task) error) error
+	// Ping checks that the store answers.
+	Ping(ctx context.Context) error
+}
+
+// ListQuery selects a page of tasks.
+type ListQuery struct {
+	Status task.Status // empty: every status
+	After  string      // a task id from a previous page: list tasks older than it
+	Limit  int         // at least 1
+}
+
+// Page is one page of a listing. Next is the After of the following page,
+// empty on the last one.
+type Page struct {
+	Tasks []*task.Task
+	Next  string
+}
+
+// Job is the message that asks a worker to run a task. The store holds the
+// task; the job only carries its id, so a job delivered late or twice is
+// harmless: the worker checks the task's status first.
+type Job struct {
+	TaskID   string
+	Metadata map[string]string // propagated with the message (trace context, for example)
+}
+
+// JobFunc processes one job. Returning nil acknowledges the job; returning an
+// error leaves it unacknowledged so the queue delivers it again later.
+type JobFunc func(ctx context.Context, job Job) error
+
+// JobQueue carries jobs from whoever runs a task to whoever works it.
+// Delivery is at least once: a job may arrive more than once, and every job
+// published before Consume starts is delivered.
+type JobQueue interface {
+	Publish(ctx context.Context, jobs ...Job) error
+	// Consume calls fn for jobs until ctx is canceled, running up to the
+	// adapter's configured concurrency at once. It returns nil after ctx is
+	// canceled and every fn call has returned, or an error if it cannot
+	// consume at all.
+	Consume(ctx context.Context, fn JobFunc) error
+	// Ping checks that the queue's transport answers.
+	Ping(ctx context.Context) error
+	Close() error
+}
+
+// Handler runs tasks of one kind. Handle gets a copy of the task as it
+// started (its Attempts counts this attempt) and returns a JSON result or an
+// error. The context is canceled when the attempt times out or the worker
+// stops.
+type Handler interface {
+	Handle(ctx context.Context, t task.Task) (json.RawMessage, error)
+}
+
+// HandlerFunc adapts a function to a Handler.
+type HandlerFunc func(ctx context.Context, t task.Task) (json.RawMessage, error)
+
+// Handle calls f.
+func (f HandlerFunc) Handle(ctx context.Context, t task.Task) (json.RawMessage, error) {
+	return f(ctx, t)
+}
+
+// PayloadValidator is implemented by handlers that check a payload when the
+// task is created or patched, so bad input is refused up front instead of
+// failing later in the worker. The error's text is shown to the user.
+type PayloadValidator interface {
+	ValidatePayload(payload json.RawMessage) error
+}
+
+// PermanentError marks a handler error that retrying cannot fix: the task
+// fails at once, whatever attempts remain.
+type PermanentError struct{ Err error }
+
+func (e *PermanentError) Error() string { return e.Err.Error() }
+func (e *PermanentError) Unwrap() error { return e.Err }
+
+// Clock tells the time. Tests pass a fixed one.
+type Clock interface{ Now() time.Time }
+
+// IDGenerator makes task ids.
+type IDGenerator interface{ NewID() string }
