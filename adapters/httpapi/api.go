@@ -1,0 +1,327 @@
+package httpapi
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/danielgtaylor/huma/v2"
+	"github.com/danielgtaylor/huma/v2/adapters/humago"
+
+	"github.com/opsbox/opsbox/core/task"
+	"github.com/opsbox/opsbox/ports"
+)
+
+// Service is what the API needs from the core; *lifecycle.Service has it.
+type Service interface {
+	Create(ctx context.Context, spec task.Spec) (*task.Task, error)
+	Get(ctx context.Context, id string) (*task.Task, error)
+	List(ctx context.Context, q ports.ListQuery) (ports.Page, error)
+	Update(ctx context.Context, id string, p task.Patch) (*task.Task, error)
+	Delete(ctx context.Context, id string) error
+	Run(ctx context.Context, id string) (*task.Task, error)
+	Ready(ctx context.Context) error
+}
+
+// Config tunes the API.
+type Config struct {
+	Version string // shown in the OpenAPI document
+	// ReadyTimeout bounds the dependency checks of GET /ready (default 500 ms),
+	// so the probe answers 503 quickly when the database or queue is down.
+	ReadyTimeout time.Duration
+	// StoreTimeout bounds the work of one request (default 5 s): a request
+	// that cannot reach the database answers 503 instead of hanging.
+	StoreTimeout time.Duration
+	Logger       *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.Version == "" {
+		c.Version = "dev"
+	}
+	if c.ReadyTimeout <= 0 {
+		c.ReadyTimeout = 500 * time.Millisecond
+	}
+	if c.StoreTimeout <= 0 {
+		c.StoreTimeout = 5 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// DefaultPageSize is the page size of GET /tasks when no limit is given.
+const DefaultPageSize = 50
+
+// New returns the HTTP handler of the opsbox API, with /openapi.json,
+// /openapi.yaml and /docs.
+func New(svc Service, cfg Config) http.Handler {
+	mux := http.NewServeMux()
+	api := humago.New(mux, NewConfig(cfg.Version))
+	Register(api, svc, cfg)
+	return withProblemFallback(mux)
+}
+
+// NewConfig returns the Huma configuration of the opsbox API.
+func NewConfig(version string) huma.Config {
+	hc := huma.DefaultConfig("opsbox", version)
+	hc.Info.Description = "Create tasks, run them in the background, and follow them to DONE or FAILED."
+	// No $schema links in bodies: clients get plain task objects.
+	hc.CreateHooks = nil
+	return hc
+}
+
+// Register adds opsbox's operations to api.
+func Register(api huma.API, svc Service, cfg Config) {
+	cfg.setDefaults()
+	h := &handlers{svc: svc, cfg: cfg}
+
+	huma.Register(api, huma.Operation{
+		OperationID: "health", Method: http.MethodGet, Path: "/health", Tags: []string{"probes"},
+		Summary:     "Liveness",
+		Description: "Answers without touching any dependency: the process is serving.",
+	}, h.health)
+	huma.Register(api, huma.Operation{
+		OperationID: "ready", Method: http.MethodGet, Path: "/ready", Tags: []string{"probes"},
+		Summary:     "Readiness",
+		Description: "Checks the database and the queue with a short timeout; 503 when either is down.",
+		Errors:      []int{http.StatusServiceUnavailable},
+	}, h.ready)
+
+	huma.Register(api, huma.Operation{
+		OperationID: "create-task", Method: http.MethodPost, Path: "/tasks", Tags: []string{"tasks"},
+		Summary: "Create a task", DefaultStatus: http.StatusCreated,
+		Errors: []int{http.StatusBadRequest, http.StatusRequestEntityTooLarge, http.StatusUnprocessableEntity, http.StatusServiceUnavailable},
+	}, h.create)
+	huma.Register(api, huma.Operation{
+		OperationID: "list-tasks", Method: http.MethodGet, Path: "/tasks", Tags: []string{"tasks"},
+		Summary:     "List tasks",
+		Description: "Newest first, one page at a time: pass next_cursor back as cursor for the next page.",
+		Errors:      []int{http.StatusUnprocessableEntity, http.StatusServiceUnavailable},
+	}, h.list)
+	huma.Register(api, huma.Operation{
+		OperationID: "get-task", Method: http.MethodGet, Path: "/tasks/{id}", Tags: []string{"tasks"},
+		Summary: "Get a task",
+		Errors:  []int{http.StatusNotFound, http.StatusServiceUnavailable},
+	}, h.get)
+	huma.Register(api, huma.Operation{
+		OperationID: "update-task", Method: http.MethodPatch, Path: "/tasks/{id}", Tags: []string{"tasks"},
+		Summary:     "Change a task",
+		Description: "The title may change at any time; kind, payload and max_attempts only while the task is PENDING (409 otherwise).",
+		Errors:      []int{http.StatusBadRequest, http.StatusNotFound, http.StatusConflict, http.StatusUnprocessableEntity, http.StatusServiceUnavailable},
+	}, h.update)
+	huma.Register(api, huma.Operation{
+		OperationID: "delete-task", Method: http.MethodDelete, Path: "/tasks/{id}", Tags: []string{"tasks"},
+		Summary: "Delete a task", DefaultStatus: http.StatusNoContent,
+		Description: "Refused with 409 while the task is QUEUED or RUNNING.",
+		Errors:      []int{http.StatusNotFound, http.StatusConflict, http.StatusServiceUnavailable},
+	}, h.delete)
+	huma.Register(api, huma.Operation{
+		OperationID: "run-task", Method: http.MethodPost, Path: "/tasks/{id}/run", Tags: []string{"tasks"},
+		Summary: "Run a task in the background", DefaultStatus: http.StatusAccepted,
+		Description: "Queues a PENDING task, or a FAILED one for a new round of attempts; a worker then moves it to RUNNING and DONE or FAILED. " +
+			"409 when the task is QUEUED or RUNNING (already in flight) or DONE (a success is final: create a new task to do the work again).",
+		Errors: []int{http.StatusNotFound, http.StatusConflict, http.StatusServiceUnavailable},
+	}, h.run)
+}
+
+type handlers struct {
+	svc Service
+	cfg Config
+}
+
+type statusBody struct {
+	Body struct {
+		Status string `json:"status" example:"ok"`
+	}
+}
+
+func (h *handlers) health(context.Context, *struct{}) (*statusBody, error) {
+	out := &statusBody{}
+	out.Body.Status = "ok"
+	return out, nil
+}
+
+func (h *handlers) ready(ctx context.Context, _ *struct{}) (*statusBody, error) {
+	ctx, cancel := context.WithTimeout(ctx, h.cfg.ReadyTimeout)
+	defer cancel()
+	if err := h.svc.Ready(ctx); err != nil {
+		h.cfg.Logger.WarnContext(ctx, "not ready", "error", err)
+		return nil, huma.Error503ServiceUnavailable("not ready: " + err.Error())
+	}
+	out := &statusBody{}
+	out.Body.Status = "ok"
+	return out, nil
+}
+
+type taskOutput struct {
+	Body Task
+}
+
+type createInput struct {
+	Body CreateTaskBody
+}
+
+type createOutput struct {
+	Location string `header:"Location"`
+	Body     Task
+}
+
+func (h *handlers) create(ctx context.Context, in *createInput) (*createOutput, error) {
+	ctx, cancel := context.WithTimeout(ctx, h.cfg.StoreTimeout)
+	defer cancel()
+	t, err := h.svc.Create(ctx, task.Spec{
+		Title:       in.Body.Title,
+		Kind:        in.Body.Kind,
+		Payload:     []byte(in.Body.Payload),
+		MaxAttempts: in.Body.MaxAttempts,
+	})
+	if err != nil {
+		return nil, h.problem(ctx, err)
+	}
+	return &createOutput{Location: "/tasks/" + t.ID, Body: fromTask(t)}, nil
+}
+
+type listInput struct {
+	Status string `query:"status" enum:"PENDING,QUEUED,RUNNING,DONE,FAILED" doc:"Only tasks in this status."`
+	Limit  int    `query:"limit" minimum:"1" maximum:"500" default:"50" doc:"Page size."`
+	Cursor string `query:"cursor" maxLength:"200" doc:"next_cursor from the previous page."`
+}
+
+type listOutput struct {
+	Body struct {
+		Items      []Task `json:"items"`
+		NextCursor string `json:"next_cursor,omitempty" doc:"Pass as cursor to get the next page; absent on the last page."`
+	}
+}
+
+func (h *handlers) list(ctx context.Context, in *listInput) (*listOutput, error) {
+	ctx, cancel := context.WithTimeout(ctx, h.cfg.StoreTimeout)
+	defer cancel()
+	after, err := decodeCursor(in.Cursor)
+	if err != nil {
+		return nil, huma.Error422UnprocessableEntity("invalid cursor", &huma.ErrorDetail{
+			Location: "query.cursor", Message: "not a cursor returned by this API", Value: in.Cursor,
+		})
+	}
+	limit := in.Limit
+	if limit == 0 {
+		limit = DefaultPageSize
+	}
+	page, err := h.svc.List(ctx, ports.ListQuery{Status: task.Status(in.Status), After: after, Limit: limit})
+	if err != nil {
+		return nil, h.problem(ctx, err)
+	}
+	out := &listOutput{}
+	out.Body.Items = make([]Task, 0, len(page.Tasks))
+	for _, t := range page.Tasks {
+		out.Body.Items = append(out.Body.Items, fromTask(t))
+	}
+	out.Body.NextCursor = encodeCursor(page.Next)
+	return out, nil
+}
+
+type idInput struct {
+	ID string `path:"id" maxLength:"64" doc:"Task id."`
+}
+
+func (h *handlers) get(ctx context.Context, in *idInput) (*taskOutput, error) {
+	ctx, cancel := context.WithTimeout(ctx, h.cfg.StoreTimeout)
+	defer cancel()
+	t, err := h.svc.Get(ctx, in.ID)
+	if err != nil {
+		return nil, h.problem(ctx, err)
+	}
+	return &taskOutput{Body: fromTask(t)}, nil
+}
+
+type updateInput struct {
+	ID   string `path:"id" maxLength:"64"`
+	Body PatchTaskBody
+}
+
+func (h *handlers) update(ctx context.Context, in *updateInput) (*taskOutput, error) {
+	ctx, cancel := context.WithTimeout(ctx, h.cfg.StoreTimeout)
+	defer cancel()
+	p := task.Patch{Title: in.Body.Title, Kind: in.Body.Kind, MaxAttempts: in.Body.MaxAttempts}
+	if in.Body.Payload != nil {
+		p.Payload = []byte(in.Body.Payload)
+	}
+	if p.Empty() {
+		return nil, huma.Error422UnprocessableEntity("nothing to change: give at least one of title, kind, payload, max_attempts")
+	}
+	t, err := h.svc.Update(ctx, in.ID, p)
+	if err != nil {
+		return nil, h.problem(ctx, err)
+	}
+	return &taskOutput{Body: fromTask(t)}, nil
+}
+
+func (h *handlers) delete(ctx context.Context, in *idInput) (*struct{}, error) {
+	ctx, cancel := context.WithTimeout(ctx, h.cfg.StoreTimeout)
+	defer cancel()
+	if err := h.svc.Delete(ctx, in.ID); err != nil {
+		return nil, h.problem(ctx, err)
+	}
+	return nil, nil
+}
+
+func (h *handlers) run(ctx context.Context, in *idInput) (*taskOutput, error) {
+	ctx, cancel := context.WithTimeout(ctx, h.cfg.StoreTimeout)
+	defer cancel()
+	t, err := h.svc.Run(ctx, in.ID)
+	if err != nil {
+		return nil, h.problem(ctx, err)
+	}
+	return &taskOutput{Body: fromTask(t)}, nil
+}
+
+// problem maps an error from the core or a port to its HTTP problem.
+func (h *handlers) problem(ctx context.Context, err error) error {
+	p := problemFor(err)
+	if p.GetStatus() >= 500 {
+		h.cfg.Logger.ErrorContext(ctx, "request failed", "status", p.GetStatus(), "error", err)
+	}
+	return p
+}
+
+func problemFor(err error) huma.StatusError {
+	var verr *task.ValidationError
+	switch {
+	case errors.As(err, &verr):
+		return huma.Error422UnprocessableEntity("invalid task", &huma.ErrorDetail{
+			Location: "body." + verr.Field, Message: verr.Reason,
+		})
+	case errors.Is(err, task.ErrNotFound):
+		return huma.Error404NotFound(err.Error())
+	case errors.Is(err, task.ErrIllegalTransition):
+		return huma.Error409Conflict(err.Error())
+	case errors.Is(err, ports.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
+		return huma.Error503ServiceUnavailable("a backing service is unavailable; try again shortly")
+	default:
+		return huma.Error500InternalServerError("internal error")
+	}
+}
+
+// Cursors are opaque to clients: they are the last id of a page, encoded so
+// nobody builds them by hand and the format can change.
+func encodeCursor(after string) string {
+	if after == "" {
+		return ""
+	}
+	return base64.RawURLEncoding.EncodeToString([]byte(after))
+}
+
+func decodeCursor(c string) (string, error) {
+	if c == "" {
+		return "", nil
+	}
+	b, err := base64.RawURLEncoding.DecodeString(c)
+	if err != nil || len(b) == 0 {
+		return "", errors.New("invalid cursor")
+	}
+	return string(b), nil
+}

@@ -1,0 +1,264 @@
+package task_test
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/opsbox/opsbox/core/task"
+)
+
+var now = time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
+
+func TestNewValidates(t *testing.T) {
+	tests := []struct {
+		name      string
+		spec      task.Spec
+		wantField string // empty: valid
+		check     func(*testing.T, *task.Task)
+	}{
+		{name: "defaults", spec: task.Spec{Title: "  build  "}, check: func(t *testing.T, got *task.Task) {
+			if got.Title != "build" || got.Kind != "simulate" || string(got.Payload) != "{}" || got.MaxAttempts != 3 || got.Status != task.Pending {
+				t.Errorf("got %+v", got)
+			}
+		}},
+		{name: "payload compacted", spec: task.Spec{Title: "x", Payload: json.RawMessage(`{ "io_ms" : 5 }`)}, check: func(t *testing.T, got *task.Task) {
+			if string(got.Payload) != `{"io_ms":5}` {
+				t.Errorf("payload %s", got.Payload)
+			}
+		}},
+		{name: "title 200 runes", spec: task.Spec{Title: strings.Repeat("é", 200)}},
+		{name: "title 201 runes", spec: task.Spec{Title: strings.Repeat("é", 201)}, wantField: "title"},
+		{name: "title blank", spec: task.Spec{Title: " \t\n"}, wantField: "title"},
+		{name: "title control char", spec: task.Spec{Title: "a\x00b"}, wantField: "title"},
+		{name: "title invalid utf8", spec: task.Spec{Title: "a\xffb"}, wantField: "title"},
+		{name: "kind uppercase", spec: task.Spec{Title: "x", Kind: "Simulate"}, wantField: "kind"},
+		{name: "kind leading dash", spec: task.Spec{Title: "x", Kind: "-a"}, wantField: "kind"},
+		{name: "kind too long", spec: task.Spec{Title: "x", Kind: strings.Repeat("a", 65)}, wantField: "kind"},
+		{name: "kind dotted", spec: task.Spec{Title: "x", Kind: "email.send_v2"}},
+		{name: "payload array", spec: task.Spec{Title: "x", Payload: json.RawMessage(`[1]`)}, wantField: "payload"},
+		{name: "payload string", spec: task.Spec{Title: "x", Payload: json.RawMessage(`"a"`)}, wantField: "payload"},
+		{name: "payload broken", spec: task.Spec{Title: "x", Payload: json.RawMessage(`{"a":`)}, wantField: "payload"},
+		{name: "payload too big", spec: task.Spec{Title: "x", Payload: json.RawMessage(`{"a":"` + strings.Repeat("x", task.MaxPayloadBytes) + `"}`)}, wantField: "payload"},
+		{name: "max attempts 25", spec: task.Spec{Title: "x", MaxAttempts: 25}},
+		{name: "max attempts 26", spec: task.Spec{Title: "x", MaxAttempts: 26}, wantField: "max_attempts"},
+		{name: "max attempts negative", spec: task.Spec{Title: "x", MaxAttempts: -1}, wantField: "max_attempts"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := task.New("id-1", tt.spec, now)
+			if tt.wantField == "" {
+				if err != nil {
+					t.Fatalf("New: %v", err)
+				}
+				if tt.check != nil {
+					tt.check(t, got)
+				}
+				return
+			}
+			var verr *task.ValidationError
+			if !errors.As(err, &verr) || verr.Field != tt.wantField {
+				t.Fatalf("New error = %v, want a ValidationError on %q", err, tt.wantField)
+			}
+			if !errors.Is(err, task.ErrInvalid) {
+				t.Errorf("errors.Is(err, ErrInvalid) = false")
+			}
+		})
+	}
+}
+
+// at returns a task in the given status, as the lifecycle would leave it.
+func at(t *testing.T, s task.Status, attempts, maxAttempts int) *task.Task {
+	t.Helper()
+	tk, err := task.New("id-1", task.Spec{Title: "x", MaxAttempts: maxAttempts}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tk.Status = s
+	tk.Attempts = attempts
+	return tk
+}
+
+func TestTransitions(t *testing.T) {
+	later := now.Add(time.Minute)
+	type step func(*task.Task) error
+	enqueue := func(tk *task.Task) error { return tk.Enqueue(later) }
+	start := func(tk *task.Task) error { return tk.Start(later) }
+	succeed := func(tk *task.Task) error { return tk.Succeed(json.RawMessage(`{"ok":true}`), later) }
+	failRetry := func(tk *task.Task) error { return tk.Fail("boom", true, later) }
+	failFinal := func(tk *task.Task) error { return tk.Fail("boom", false, later) }
+	unqueue := func(tk *task.Task) error { return tk.Unqueue(later) }
+
+	tests := []struct {
+		name         string
+		from         task.Status
+		attempts     int
+		max          int
+		do           step
+		want         task.Status // empty: the transition is illegal
+		wantAttempts int
+	}{
+		{"run pending", task.Pending, 0, 3, enqueue, task.Queued, 0},
+		{"run failed starts a new round", task.Failed, 3, 3, enqueue, task.Queued, 0},
+		{"run queued", task.Queued, 0, 3, enqueue, "", 0},
+		{"run running", task.Running, 1, 3, enqueue, "", 0},
+		{"run done", task.Done, 1, 3, enqueue, "", 0},
+		{"start queued", task.Queued, 0, 3, start, task.Running, 1},
+		{"start queued retry", task.Queued, 1, 3, start, task.Running, 2},
+		{"start with no attempts left", task.Queued, 3, 3, start, "", 0},
+		{"start pending", task.Pending, 0, 3, start, "", 0},
+		{"start running (duplicate job)", task.Running, 1, 3, start, "", 0},
+		{"start done (duplicate job)", task.Done, 1, 3, start, "", 0},
+		{"succeed running", task.Running, 1, 3, succeed, task.Done, 1},
+		{"succeed queued", task.Queued, 0, 3, succeed, "", 0},
+		{"succeed done twice", task.Done, 1, 3, succeed, "", 0},
+		{"fail with attempts left retries", task.Running, 1, 3, failRetry, task.Queued, 1},
+		{"fail on last attempt", task.Running, 3, 3, failRetry, task.Failed, 3},
+		{"permanent failure skips retries", task.Running, 1, 3, failFinal, task.Failed, 1},
+		{"fail done", task.Done, 1, 3, failRetry, "", 0},
+		{"unqueue fresh queued", task.Queued, 0, 3, unqueue, task.Pending, 0},
+		{"unqueue a retry", task.Queued, 1, 3, unqueue, "", 0},
+		{"unqueue running", task.Running, 1, 3, unqueue, "", 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tk := at(t, tt.from, tt.attempts, tt.max)
+			before := *tk
+			err := tt.do(tk)
+			if tt.want == "" {
+				var terr *task.TransitionError
+				if !errors.As(err, &terr) || !errors.Is(err, task.ErrIllegalTransition) || terr.From != tt.from {
+					t.Fatalf("err = %v, want a TransitionError from %s", err, tt.from)
+				}
+				if tk.Status != before.Status || tk.Attempts != before.Attempts || !tk.UpdatedAt.Equal(before.UpdatedAt) {
+					t.Errorf("illegal transition changed the task: %+v", tk)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("err = %v", err)
+			}
+			if tk.Status != tt.want || tk.Attempts != tt.wantAttempts {
+				t.Errorf("got %s attempts=%d, want %s attempts=%d", tk.Status, tk.Attempts, tt.want, tt.wantAttempts)
+			}
+			if !tk.UpdatedAt.Equal(later) {
+				t.Errorf("UpdatedAt = %v, want %v", tk.UpdatedAt, later)
+			}
+			if tk.Status.Terminal() != (tk.FinishedAt != nil) {
+				t.Errorf("status %s with FinishedAt %v", tk.Status, tk.FinishedAt)
+			}
+		})
+	}
+}
+
+func TestFullRoundWithRetries(t *testing.T) {
+	tk := at(t, task.Pending, 0, 2)
+	steps := []func() error{
+		func() error { return tk.Enqueue(now) },
+		func() error { return tk.Start(now) },
+		func() error { return tk.Fail("first", true, now) },
+		func() error { return tk.Start(now) },
+		func() error { return tk.Fail("second", true, now) },
+	}
+	for i, s := range steps {
+		if err := s(); err != nil {
+			t.Fatalf("step %d: %v", i, err)
+		}
+	}
+	if tk.Status != task.Failed || tk.Attempts != 2 || tk.Error != "second" {
+		t.Fatalf("after two failed attempts: %s attempts=%d error=%q", tk.Status, tk.Attempts, tk.Error)
+	}
+	if err := tk.Enqueue(now); err != nil {
+		t.Fatal(err)
+	}
+	if tk.Attempts != 0 || tk.Error != "" || tk.FinishedAt != nil || tk.Result != nil {
+		t.Errorf("re-run did not start a clean round: %+v", tk)
+	}
+}
+
+func TestSucceedResult(t *testing.T) {
+	tests := []struct {
+		name       string
+		result     json.RawMessage
+		wantStatus task.Status
+		wantResult string
+	}{
+		{"object", json.RawMessage(`{"a":1}`), task.Done, `{"a":1}`},
+		{"empty becomes null", nil, task.Done, `null`},
+		{"invalid json fails the task", json.RawMessage(`{nope`), task.Failed, ``},
+		{"too large fails the task", json.RawMessage(`"` + strings.Repeat("x", task.MaxResultBytes) + `"`), task.Failed, ``},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tk := at(t, task.Running, 1, 3)
+			if err := tk.Succeed(tt.result, now); err != nil {
+				t.Fatal(err)
+			}
+			if tk.Status != tt.wantStatus || string(tk.Result) != tt.wantResult {
+				t.Errorf("got %s %q", tk.Status, tk.Result)
+			}
+			if tk.Status == task.Failed && tk.Error == "" {
+				t.Error("failed without an error message")
+			}
+		})
+	}
+}
+
+func TestApply(t *testing.T) {
+	title := "renamed"
+	kind := "other"
+	badTitle := ""
+	n := 5
+	tests := []struct {
+		name    string
+		status  task.Status
+		patch   task.Patch
+		wantErr error
+	}{
+		{"title while done", task.Done, task.Patch{Title: &title}, nil},
+		{"kind while pending", task.Pending, task.Patch{Kind: &kind}, nil},
+		{"kind while queued", task.Queued, task.Patch{Kind: &kind}, task.ErrIllegalTransition},
+		{"payload while failed", task.Failed, task.Patch{Payload: json.RawMessage(`{}`)}, task.ErrIllegalTransition},
+		{"max attempts while pending", task.Pending, task.Patch{MaxAttempts: &n}, nil},
+		{"empty title", task.Pending, task.Patch{Title: &badTitle}, task.ErrInvalid},
+		{"bad payload", task.Pending, task.Patch{Payload: json.RawMessage(`[]`)}, task.ErrInvalid},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tk := at(t, tt.status, 0, 3)
+			before := *tk
+			err := tk.Apply(tt.patch, now.Add(time.Second))
+			if !errors.Is(err, tt.wantErr) || (tt.wantErr == nil && err != nil) {
+				t.Fatalf("err = %v, want %v", err, tt.wantErr)
+			}
+			if err != nil && (tk.Title != before.Title || tk.Kind != before.Kind || string(tk.Payload) != string(before.Payload)) {
+				t.Errorf("failed patch changed the task: %+v", tk)
+			}
+		})
+	}
+}
+
+func TestFailTruncatesLongErrors(t *testing.T) {
+	tk := at(t, task.Running, 1, 1)
+	if err := tk.Fail(strings.Repeat("é", task.MaxErrorLen), false, now); err != nil {
+		t.Fatal(err)
+	}
+	if len(tk.Error) > task.MaxErrorLen || !strings.HasPrefix(tk.Error, "é") {
+		t.Errorf("error of %d bytes", len(tk.Error))
+	}
+	if !json.Valid([]byte(`"` + tk.Error + `"`)) {
+		t.Error("truncation split a UTF-8 sequence")
+	}
+}
+
+func TestCheckDelete(t *testing.T) {
+	for _, s := range task.Statuses() {
+		err := at(t, s, 0, 3).CheckDelete()
+		inFlight := s == task.Queued || s == task.Running
+		if inFlight != errors.Is(err, task.ErrIllegalTransition) {
+			t.Errorf("CheckDelete in %s = %v", s, err)
+		}
+	}
+}
