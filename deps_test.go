@@ -19,7 +19,9 @@ func TestRootModuleImportsStandardLibraryOnly(t *testing.T) {
 		t.Fatalf("go list: %v\n%s", err, out)
 	}
 	var outside []string
-	for _, p := range strings.Fields(string(out)) {
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		// Test variants read "pkg [pkg.test]": the package path comes first.
+		p := strings.Fields(line)[0]
 		own := strings.HasPrefix(p, "github.com/opsbox/opsbox/") &&
 			!strings.HasPrefix(p, "github.com/opsbox/opsbox/adapters") &&
 			!strings.HasPrefix(p, "github.com/opsbox/opsbox/apps")
