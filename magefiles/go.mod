@@ -3,14 +3,18 @@ module github.com/opsbox/opsbox/magefiles
 go 1.26.0
 
 require (
+	github.com/BurntSushi/toml v1.4.1-0.20240526193622-a339e1f7089c // indirect
 	github.com/magefile/mage v1.17.2 // indirect
 	github.com/matryer/moq v0.8.1 // indirect
+	golang.org/x/exp/typeparams v0.0.0-20231108232855-2478ac86f678 // indirect
 	golang.org/x/mod v0.41.0 // indirect
 	golang.org/x/sync v0.23.0 // indirect
 	golang.org/x/tools v0.51.0 // indirect
+	honnef.co/go/tools v0.8.2 // indirect
 )
 
 tool (
 	github.com/magefile/mage
 	github.com/matryer/moq
+	honnef.co/go/tools/cmd/staticcheck
 )

@@ -1,0 +1,151 @@
+// Package app wires opsbox's adapters into the core from a Config: it is
+// the composition root shared by the api, worker and opsbox binaries, and
+// holds no business logic of its own.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+
+	"github.com/opsbox/opsbox/adapters/bunstore"
+	"github.com/opsbox/opsbox/adapters/inprocess"
+	"github.com/opsbox/opsbox/adapters/redisqueue"
+	"github.com/opsbox/opsbox/apps/internal/config"
+	"github.com/opsbox/opsbox/core/handler"
+	"github.com/opsbox/opsbox/core/lifecycle"
+	"github.com/opsbox/opsbox/core/simulate"
+	"github.com/opsbox/opsbox/ports"
+)
+
+// App is a wired opsbox: store, queue, handlers and the use cases over them.
+type App struct {
+	Config   *config.Config
+	Log      *slog.Logger
+	Store    *bunstore.Store
+	Queue    ports.JobQueue
+	Handlers *handler.Registry
+	Service  *lifecycle.Service
+	Executor *lifecycle.Executor
+}
+
+// Open connects the store and the queue the configuration names. The
+// embedded SQLite database is migrated automatically; a PostgreSQL database
+// must be migrated with `opsbox migrate up` first, and Open refuses to run
+// on a schema older than the binary.
+func Open(ctx context.Context, cfg *config.Config, log *slog.Logger) (*App, error) {
+	store, err := OpenStore(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkSchema(ctx, cfg, store, log); err != nil {
+		_ = store.Close()
+		return nil, err
+	}
+	queue, err := openQueue(ctx, cfg, log)
+	if err != nil {
+		_ = store.Close()
+		return nil, err
+	}
+	handlers := handler.NewRegistry()
+	if err := handlers.Register(simulate.Kind, simulate.Handler{}); err != nil {
+		return nil, err
+	}
+	opts := []lifecycle.Option{lifecycle.WithLogger(log)}
+	return &App{
+		Config:   cfg,
+		Log:      log,
+		Store:    store,
+		Queue:    queue,
+		Handlers: handlers,
+		Service:  lifecycle.NewService(store, queue, handlers, opts...),
+		Executor: lifecycle.NewExecutor(store, queue, handlers, lifecycle.ExecutorConfig{Timeout: cfg.JobTimeout}, opts...),
+	}, nil
+}
+
+// Close releases the queue and the store.
+func (a *App) Close() error {
+	return errors.Join(a.Queue.Close(), a.Store.Close())
+}
+
+// OpenStore opens PostgreSQL when a database URL is set, else the embedded
+// SQLite file under the data directory.
+func OpenStore(ctx context.Context, cfg *config.Config) (*bunstore.Store, error) {
+	if cfg.DatabaseURL != "" {
+		s, err := bunstore.OpenPostgres(ctx, cfg.DatabaseURL, bunstore.PoolConfig{
+			MaxOpenConns:    cfg.DBMaxOpenConns,
+			MaxIdleConns:    cfg.DBMaxIdleConns,
+			ConnMaxLifetime: cfg.DBConnMaxLifetime,
+			ConnectTimeout:  cfg.DBConnectTimeout,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("open PostgreSQL: %w", err)
+		}
+		return s, nil
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		return nil, fmt.Errorf("create data dir: %w", err)
+	}
+	s, err := bunstore.OpenSQLite(ctx, cfg.SQLitePath())
+	if err != nil {
+		return nil, fmt.Errorf("open SQLite %s: %w", cfg.SQLitePath(), err)
+	}
+	return s, nil
+}
+
+func checkSchema(ctx context.Context, cfg *config.Config, store *bunstore.Store, log *slog.Logger) error {
+	if cfg.DatabaseURL == "" {
+		applied, err := store.MigrateUp(ctx)
+		if err != nil {
+			return fmt.Errorf("migrate the embedded database: %w", err)
+		}
+		if len(applied) > 0 {
+			log.Info("migrated the embedded database", "applied", applied, "path", cfg.SQLitePath())
+		}
+		return nil
+	}
+	m, err := bunstore.NewMigrator(store.DB())
+	if err != nil {
+		return err
+	}
+	status, err := m.Status(ctx)
+	if errors.Is(err, ports.ErrUnavailable) {
+		// Start anyway: /ready reports the outage, and the database may be
+		// back before anyone sends work.
+		log.Warn("database unavailable at start-up; schema not checked", "error", err)
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("check database schema: %w", err)
+	}
+	var pending []string
+	for _, s := range status {
+		if !s.Applied {
+			pending = append(pending, s.Name)
+		}
+	}
+	if len(pending) > 0 {
+		return fmt.Errorf("the database schema is behind this binary (pending: %v): run `opsbox migrate up` first", pending)
+	}
+	return nil
+}
+
+func openQueue(ctx context.Context, cfg *config.Config, log *slog.Logger) (ports.JobQueue, error) {
+	if cfg.RedisURL == "" {
+		return inprocess.New(inprocess.Config{Concurrency: cfg.Concurrency, Logger: log})
+	}
+	q, err := redisqueue.New(ctx, redisqueue.Config{
+		URL:         cfg.RedisURL,
+		Stream:      cfg.RedisStream,
+		Group:       cfg.RedisGroup,
+		Concurrency: cfg.Concurrency,
+		MaxIdleTime: cfg.RedisClaimIdle,
+		Logger:      log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open Redis queue: %w", err)
+	}
+	return q, nil
+}

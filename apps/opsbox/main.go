@@ -1,0 +1,22 @@
+// Command opsbox is the command line of opsbox, for users and operators.
+//
+//	opsbox up                  run the API and a worker in one process
+//	opsbox migrate up|down|status
+//	opsbox version
+//
+// Every setting is a flag and an OPSBOX_* environment variable (see
+// `opsbox --help`). With none set, opsbox runs on its embedded default: a
+// SQLite file under .opsbox/ and an in-process queue, no servers needed.
+package main
+
+import (
+	"fmt"
+	"os"
+)
+
+func main() {
+	if err := newRoot(os.Stdout, os.Stderr).Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "opsbox:", err)
+		os.Exit(1)
+	}
+}
