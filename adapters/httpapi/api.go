@@ -26,9 +26,12 @@ type Service interface {
 	Ready(ctx context.Context) error
 }
 
+// APIVersion is the version of the HTTP API contract shown in the OpenAPI
+// document. It changes when the contract does, not with every build.
+const APIVersion = "1.0.0"
+
 // Config tunes the API.
 type Config struct {
-	Version string // shown in the OpenAPI document
 	// ReadyTimeout bounds the dependency checks of GET /ready (default 500 ms),
 	// so the probe answers 503 quickly when the database or queue is down.
 	ReadyTimeout time.Duration
@@ -39,9 +42,6 @@ type Config struct {
 }
 
 func (c *Config) setDefaults() {
-	if c.Version == "" {
-		c.Version = "dev"
-	}
 	if c.ReadyTimeout <= 0 {
 		c.ReadyTimeout = 500 * time.Millisecond
 	}
@@ -60,18 +60,27 @@ const DefaultPageSize = 50
 // /openapi.yaml and /docs.
 func New(svc Service, cfg Config) http.Handler {
 	mux := http.NewServeMux()
-	api := humago.New(mux, NewConfig(cfg.Version))
+	api := humago.New(mux, NewConfig())
 	Register(api, svc, cfg)
 	return withProblemFallback(mux)
 }
 
 // NewConfig returns the Huma configuration of the opsbox API.
-func NewConfig(version string) huma.Config {
-	hc := huma.DefaultConfig("opsbox", version)
+func NewConfig() huma.Config {
+	hc := huma.DefaultConfig("opsbox", APIVersion)
 	hc.Info.Description = "Create tasks, run them in the background, and follow them to DONE or FAILED."
 	// No $schema links in bodies: clients get plain task objects.
 	hc.CreateHooks = nil
 	return hc
+}
+
+// OpenAPI returns the API's OpenAPI 3.1 document as YAML, as served at
+// /openapi.yaml. `go generate` writes it to docs/api/openapi.yaml so the
+// contract can be reviewed in diffs.
+func OpenAPI() ([]byte, error) {
+	api := humago.New(http.NewServeMux(), NewConfig())
+	Register(api, nil, Config{})
+	return api.OpenAPI().YAML()
 }
 
 // Register adds opsbox's operations to api.

@@ -93,7 +93,7 @@ func New(id string, spec Spec, now time.Time) (*Task, error) {
 	if err != nil {
 		return nil, err
 	}
-	now = now.UTC()
+	now = stamp(now)
 	return &Task{
 		ID:          id,
 		Title:       title,
@@ -158,7 +158,7 @@ func (t *Task) Apply(p Patch, now time.Time) error {
 		}
 		next.MaxAttempts = n
 	}
-	next.UpdatedAt = now.UTC()
+	next.UpdatedAt = stamp(now)
 	*t = next
 	return nil
 }
@@ -177,7 +177,7 @@ func (t *Task) Enqueue(now time.Time) error {
 	t.Error = ""
 	t.StartedAt = nil
 	t.FinishedAt = nil
-	t.UpdatedAt = now.UTC()
+	t.UpdatedAt = stamp(now)
 	return nil
 }
 
@@ -188,7 +188,7 @@ func (t *Task) Unqueue(now time.Time) error {
 		return &TransitionError{ID: t.ID, From: t.Status, Action: "unqueue"}
 	}
 	t.Status = Pending
-	t.UpdatedAt = now.UTC()
+	t.UpdatedAt = stamp(now)
 	return nil
 }
 
@@ -200,7 +200,7 @@ func (t *Task) Start(now time.Time) error {
 	if t.Attempts >= t.MaxAttempts {
 		return &TransitionError{ID: t.ID, From: t.Status, Action: "start another attempt of"}
 	}
-	now = now.UTC()
+	now = stamp(now)
 	t.Status = Running
 	t.Attempts++
 	t.StartedAt = &now
@@ -222,7 +222,7 @@ func (t *Task) Succeed(result json.RawMessage, now time.Time) error {
 	} else if !json.Valid(result) {
 		return t.Fail("handler returned a result that is not valid JSON", false, now)
 	}
-	now = now.UTC()
+	now = stamp(now)
 	t.Status = Done
 	t.Result = result
 	t.Error = ""
@@ -238,7 +238,7 @@ func (t *Task) Fail(msg string, retryable bool, now time.Time) error {
 	if t.Status != Running {
 		return &TransitionError{ID: t.ID, From: t.Status, Action: "fail"}
 	}
-	now = now.UTC()
+	now = stamp(now)
 	t.Error = truncate(msg, MaxErrorLen)
 	t.UpdatedAt = now
 	if retryable && t.Attempts < t.MaxAttempts {
@@ -261,6 +261,10 @@ func (t *Task) CheckDelete() error {
 	}
 	return nil
 }
+
+// stamp is the form of every time a task records: UTC, to the microsecond,
+// which is what PostgreSQL keeps, so a task reads back exactly as written.
+func stamp(t time.Time) time.Time { return t.UTC().Truncate(time.Microsecond) }
 
 func normalizeTitle(s string) (string, error) {
 	s = strings.TrimSpace(s)

@@ -10,15 +10,13 @@ import (
 	"time"
 
 	"github.com/opsbox/opsbox/adapters/httpapi"
-	"github.com/opsbox/opsbox/apps/internal/version"
 	"github.com/opsbox/opsbox/core/lifecycle"
 )
 
 // ServeAPI serves the HTTP API until ctx is canceled, then stops accepting
 // connections and lets in-flight requests finish within the shutdown grace.
 func (a *App) ServeAPI(ctx context.Context) error {
-	v, _ := version.Get()
-	h := httpapi.New(a.Service, httpapi.Config{Version: v, StoreTimeout: a.Config.RequestTimeout, Logger: a.Log})
+	h := httpapi.New(a.Service, httpapi.Config{StoreTimeout: a.Config.RequestTimeout, Logger: a.Log})
 	return a.serve(ctx, "api", a.Config.HTTPAddr, h)
 }
 
