@@ -211,7 +211,7 @@ func (s *Store) List(ctx context.Context, q ports.ListQuery) (ports.Page, error)
 		return ports.Page{}, &task.ValidationError{Field: "limit", Reason: "must be at least 1"}
 	}
 	var rows []taskRow
-	sel := s.db.NewSelect().Model(&rows).OrderExpr("? DESC", bun.Ident("id")).Limit(q.Limit + 1)
+	sel := s.db.NewSelect().Model(&rows).OrderExpr("? DESC", bun.Ident("id")).Limit(int64(q.Limit) + 1)
 	if q.Status != "" {
 		sel = sel.Where("? = ?", bun.Ident("status"), string(q.Status))
 	}

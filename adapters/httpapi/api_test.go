@@ -313,4 +313,3 @@ func TestDatabaseDownFailsFast(t *testing.T) {
 		t.Errorf("/health must not depend on the database: %d", res.status)
 	}
 }
-

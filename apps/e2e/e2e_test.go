@@ -233,4 +233,3 @@ func (c *client) waitFinished(ids []string, timeout time.Duration) map[string]ma
 	c.t.Fatalf("%d of %d tasks did not finish within %v, e.g. %v", len(stuck), len(ids), timeout, stuck[:min(5, len(stuck))])
 	return nil
 }
-

@@ -161,9 +161,9 @@ func newMigrate(cfg *config.Config, stdout io.Writer) *cobra.Command {
 
 func newVersion(stdout io.Writer) *cobra.Command {
 	return &cobra.Command{
-		Use:   "version",
-		Short: "Print the version of this binary",
-		Args:  cobra.NoArgs,
+		Use:               "version",
+		Short:             "Print the version of this binary",
+		Args:              cobra.NoArgs,
 		PersistentPreRunE: func(*cobra.Command, []string) error { return nil },
 		Run: func(*cobra.Command, []string) {
 			v, r := version.Get()
