@@ -102,6 +102,12 @@ func OpenPostgres(ctx context.Context, databaseURL string, cfg PoolConfig) (*Sto
 		cfg.ConnectTimeout = 2 * time.Second
 		connCfg.ConnectTimeout = cfg.ConnectTimeout
 	}
+	// bun writes every value into the SQL text, so no two statements repeat:
+	// preparing and caching each (pgx's default) would cost a round trip
+	// and server memory for nothing. Another mode set in the URL is kept.
+	if connCfg.DefaultQueryExecMode == pgx.QueryExecModeCacheStatement {
+		connCfg.DefaultQueryExecMode = pgx.QueryExecModeExec
+	}
 	// pgx applies ConnectTimeout per resolved address and TLS fallback;
 	// the wrapper bounds the whole attempt.
 	connector := timeoutConnector{Connector: stdlib.GetConnector(*connCfg), timeout: cfg.ConnectTimeout}
@@ -153,7 +159,6 @@ func OpenSQLite(ctx context.Context, path string) (*Store, error) {
 	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", sqliteBusyTimeout.Milliseconds()))
 	q.Add("_pragma", "journal_mode(WAL)")
 	q.Add("_pragma", "foreign_keys(1)")
-	q.Add("_pragma", "synchronous(NORMAL)")
 	q.Set("_txlock", "immediate")
 	sqldb, err := sql.Open("sqlite", path+"?"+q.Encode())
 	if err != nil {

@@ -221,6 +221,8 @@ func (t *Task) Succeed(result json.RawMessage, now time.Time) error {
 		result = json.RawMessage("null")
 	} else if !json.Valid(result) {
 		return t.Fail("handler returned a result that is not valid JSON", false, now)
+	} else if hasNUL(result) {
+		return t.Fail("handler returned a result with a NUL character (\\u0000), which cannot be stored", false, now)
 	}
 	now = stamp(now)
 	t.Status = Done
@@ -239,7 +241,7 @@ func (t *Task) Fail(msg string, retryable bool, now time.Time) error {
 		return &TransitionError{ID: t.ID, From: t.Status, Action: "fail"}
 	}
 	now = stamp(now)
-	t.Error = truncate(msg, MaxErrorLen)
+	t.Error = truncate(cleanText(msg), MaxErrorLen)
 	t.UpdatedAt = now
 	if retryable && t.Attempts < t.MaxAttempts {
 		t.Status = Queued
@@ -313,11 +315,32 @@ func normalizePayload(p json.RawMessage) (json.RawMessage, error) {
 	if p[0] != '{' || !json.Valid(p) {
 		return nil, &ValidationError{Field: "payload", Reason: "must be a JSON object"}
 	}
+	if hasNUL(p) {
+		return nil, &ValidationError{Field: "payload", Reason: "must not contain NUL characters (\\u0000)"}
+	}
 	var buf bytes.Buffer
 	if err := json.Compact(&buf, p); err != nil {
 		return nil, &ValidationError{Field: "payload", Reason: "must be a JSON object"}
 	}
 	return json.RawMessage(buf.Bytes()), nil
+}
+
+// hasNUL reports whether valid JSON holds a string or key with a NUL
+// character, which PostgreSQL's jsonb and text columns refuse.
+func hasNUL(doc []byte) bool {
+	if !bytes.Contains(doc, []byte(`\u0000`)) {
+		return false // the only way to write NUL in valid JSON
+	}
+	dec := json.NewDecoder(bytes.NewReader(doc))
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return false
+		}
+		if s, ok := tok.(string); ok && strings.ContainsRune(s, 0) {
+			return true
+		}
+	}
 }
 
 func normalizeMaxAttempts(n int) (int, error) {
@@ -328,6 +351,12 @@ func normalizeMaxAttempts(n int) (int, error) {
 		return 0, &ValidationError{Field: "max_attempts", Reason: "must be between 1 and 25"}
 	}
 	return n, nil
+}
+
+// cleanText makes handler-supplied text storable everywhere: valid UTF-8
+// and no NUL characters.
+func cleanText(s string) string {
+	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "")
 }
 
 func truncate(s string, n int) string {

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/opsbox/opsbox/core/task"
 )
@@ -260,5 +261,28 @@ func TestCheckDelete(t *testing.T) {
 		if inFlight != errors.Is(err, task.ErrIllegalTransition) {
 			t.Errorf("CheckDelete in %s = %v", s, err)
 		}
+	}
+}
+
+func TestNULCharacters(t *testing.T) {
+	if _, err := task.New("a", task.Spec{Title: "x", Payload: json.RawMessage(`{"a":"x\u0000y"}`)}, now); !errors.Is(err, task.ErrInvalid) {
+		t.Errorf("payload with NUL: %v", err)
+	}
+	if _, err := task.New("a", task.Spec{Title: "x", Payload: json.RawMessage(`{"a":"\\u0000 is fine as text"}`)}, now); err != nil {
+		t.Errorf("escaped backslash refused: %v", err)
+	}
+	tk := at(t, task.Running, 1, 3)
+	if err := tk.Succeed(json.RawMessage(`{"out":"\u0000"}`), now); err != nil || tk.Status != task.Failed {
+		t.Errorf("result with NUL: %v, status %s", err, tk.Status)
+	}
+}
+
+func TestFailCleansErrorText(t *testing.T) {
+	tk := at(t, task.Running, 1, 1)
+	if err := tk.Fail("bad\x00byte \xff here", false, now); err != nil {
+		t.Fatal(err)
+	}
+	if strings.ContainsRune(tk.Error, 0) || !utf8.ValidString(tk.Error) || !strings.HasPrefix(tk.Error, "badbyte") {
+		t.Errorf("error %q", tk.Error)
 	}
 }
