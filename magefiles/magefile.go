@@ -79,12 +79,13 @@ func Vet() error {
 func Lint() error {
 	mg.Deps(FmtCheck)
 	for _, m := range modules {
-		cmd := exec.Command("go", "vet", "./...")
+		// The magefiles build only with the mage tag.
+		cmd := exec.Command("go", "vet", "-tags", "mage", "./...")
 		cmd.Dir, cmd.Stdout, cmd.Stderr = m, os.Stdout, os.Stderr
 		if err := cmd.Run(); err != nil {
 			return fmt.Errorf("vet %s: %w", m, err)
 		}
-		cmd = exec.Command("go", "tool", "staticcheck", "./...")
+		cmd = exec.Command("go", "tool", "staticcheck", "-tags", "mage", "./...")
 		cmd.Dir, cmd.Stdout, cmd.Stderr = m, os.Stdout, os.Stderr
 		if err := cmd.Run(); err != nil {
 			return fmt.Errorf("staticcheck %s: %w", m, err)
@@ -95,7 +96,7 @@ func Lint() error {
 
 // Generate regenerates the moq fakes and the OpenAPI document.
 func Generate() error {
-	for _, m := range modules {
+	for _, m := range []string{".", "adapters", "apps"} {
 		cmd := exec.Command("go", "generate", "./...")
 		cmd.Dir, cmd.Stdout, cmd.Stderr = m, os.Stdout, os.Stderr
 		if err := cmd.Run(); err != nil {
