@@ -38,8 +38,37 @@ type TaskStore interface {
 	// Delete removes the task if fn, called on its latest state in the same
 	// transaction, returns nil.
 	Delete(ctx context.Context, id string, fn func(*task.Task) error) error
+	// Stranded returns tasks whose job may be lost, oldest first (see
+	// StrandedQuery), at most q.Limit of them.
+	Stranded(ctx context.Context, q StrandedQuery) ([]*task.Task, error)
+	// DeleteFinished deletes at most limit tasks that became DONE, FAILED
+	// or CANCELED before the given time, and returns how many it deleted.
+	DeleteFinished(ctx context.Context, before time.Time, limit int) (int, error)
 	// Ping checks that the store answers.
 	Ping(ctx context.Context) error
+}
+
+// StrandedQuery selects the tasks that need a job published again:
+//   - QUEUED tasks available by Now whose job was never published, or was
+//     published before EnqueuedBefore (the queue has delivered everything
+//     older, so that job was lost);
+//   - RUNNING tasks whose heartbeat is older than HeartbeatBefore (their
+//     worker died; a new job lets another worker rescue them).
+type StrandedQuery struct {
+	Now             time.Time
+	EnqueuedBefore  time.Time
+	HeartbeatBefore time.Time
+	Limit           int
+}
+
+// Locker elects one runner of a periodic job among many processes, with
+// leases that expire, so a holder that dies frees the lock by itself.
+type Locker interface {
+	// TryLock takes the named lock for holder until ttl from now, or
+	// renews it if holder has it already. It reports whether holder has it.
+	TryLock(ctx context.Context, name, holder string, ttl time.Duration) (bool, error)
+	// Unlock frees the lock if holder has it.
+	Unlock(ctx context.Context, name, holder string) error
 }
 
 // ListQuery selects a page of tasks.
@@ -78,10 +107,43 @@ type JobQueue interface {
 	// canceled and every fn call has returned, or an error if it cannot
 	// consume at all.
 	Consume(ctx context.Context, fn JobFunc) error
+	// DeliveredBefore returns a time T such that every job published before
+	// T has been delivered to a consumer, or was lost with the transport
+	// (a Redis that restarted empty). A QUEUED task whose job was published
+	// before T and that has not started needs its job published again.
+	DeliveredBefore(ctx context.Context) (time.Time, error)
 	// Ping checks that the queue's transport answers.
 	Ping(ctx context.Context) error
 	Close() error
 }
+
+// DeadLetter is the record of a task that failed its last attempt, kept on
+// the queue's dead-letter list until someone re-drives or discards it.
+type DeadLetter struct {
+	ID       string // the entry's id on the dead-letter list
+	TaskID   string
+	Kind     string
+	Error    string
+	Attempts int
+	FailedAt time.Time
+}
+
+// DeadLetterQueue holds dead letters. Both opsbox queues implement it.
+type DeadLetterQueue interface {
+	// Bury adds a dead letter.
+	Bury(ctx context.Context, d DeadLetter) error
+	// DeadLetters returns up to limit dead letters, newest first, starting
+	// after the entry id after ("" for the newest); next is the after of the
+	// following page, "" on the last.
+	DeadLetters(ctx context.Context, after string, limit int) (letters []DeadLetter, next string, err error)
+	// DeadLetter returns one dead letter, or an error matching ErrNotFound.
+	DeadLetter(ctx context.Context, id string) (DeadLetter, error)
+	// Discard removes a dead letter; removing one that is gone is not an error.
+	Discard(ctx context.Context, id string) error
+}
+
+// ErrNotFound is returned for a dead letter that does not exist.
+var ErrNotFound = errors.New("not found")
 
 // Handler runs tasks of one kind. Handle gets a copy of the task as it
 // started (its Attempts counts this attempt) and returns a JSON result or an

@@ -39,7 +39,12 @@ type MigrationStatus struct {
 
 // NewMigrator returns a Migrator for db with the migrations of db's dialect
 // (PostgreSQL or SQLite).
-func NewMigrator(db *bun.DB) (*Migrator, error) {
+func NewMigrator(db *bun.DB) (*Migrator, error) { return newMigrator(db, "") }
+
+// newMigrator is NewMigrator knowing only the migrations whose version is
+// at most upTo (all of them if upTo is empty), so tests can stop at an
+// earlier schema.
+func newMigrator(db *bun.DB, upTo string) (*Migrator, error) {
 	name, err := dialectName(db)
 	if err != nil {
 		return nil, err
@@ -51,6 +56,15 @@ func NewMigrator(db *bun.DB) (*Migrator, error) {
 	ms := migrate.NewMigrations()
 	if err := ms.Discover(sub); err != nil {
 		return nil, fmt.Errorf("load %s migrations: %w", name, err)
+	}
+	if upTo != "" {
+		kept := migrate.NewMigrations()
+		for _, mg := range ms.Sorted() {
+			if mg.Name <= upTo {
+				kept.Add(mg)
+			}
+		}
+		ms = kept
 	}
 	return &Migrator{
 		db:       db,

@@ -8,12 +8,14 @@ import (
 	"time"
 
 	"github.com/opsbox/opsbox/adapters/bunstore"
-	"github.com/opsbox/opsbox/core/lifecycle"
+	"github.com/opsbox/opsbox/adapters/testsvc"
 	"github.com/opsbox/opsbox/core/task"
 )
 
 // allMigrations lists every migration, oldest first, in both dialects.
-func allMigrations() []string { return []string{"20261201000000_create_tasks"} }
+func allMigrations() []string {
+	return []string{"20261201000000_create_tasks", "20261203000000_task_leases"}
+}
 
 // bunTables are bun/migrate's own tables, which stay after rolling back.
 // (SQLite's internal sqlite_* tables and indexes are not listed.)
@@ -92,7 +94,7 @@ func exerciseMigrations(t *testing.T, s *bunstore.Store, tables func(*testing.T,
 				t.Errorf("status %+v: want a group and an applied_at of about now", ms)
 			}
 		}
-		if got := tables(t, s); !slices.Contains(got, "tasks") || !slices.Contains(got, "bun_migrations") {
+		if got := tables(t, s); !slices.Contains(got, "tasks") || !slices.Contains(got, "opsbox_locks") || !slices.Contains(got, "bun_migrations") {
 			t.Fatalf("tables after Up: %v", got)
 		}
 		assertStoreWorks(t, ctx, s)
@@ -149,7 +151,7 @@ func assertStatus(t *testing.T, m *bunstore.Migrator, applied bool) []bunstore.M
 
 func assertStoreWorks(t *testing.T, ctx context.Context, s *bunstore.Store) {
 	t.Helper()
-	tk, err := task.New(lifecycle.UUIDv7{}.NewID(), task.Spec{Title: "after migrating"}, time.Now())
+	tk, err := task.New("0190a000-0000-7000-8000-"+testsvc.Suffix(), task.Spec{Title: "after migrating"}, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -33,6 +33,81 @@ type taskRow struct {
 	FinishedAt  dbTime         `bun:"finished_at"`
 	Result      sql.NullString `bun:"result"`
 	Error       string         `bun:"error"`
+
+	AvailableAt     dbTime `bun:"available_at"`
+	EnqueuedAt      dbTime `bun:"enqueued_at"`
+	HeartbeatAt     dbTime `bun:"heartbeat_at"`
+	CancelRequested bool   `bun:"cancel_requested"`
+	History         string `bun:"history"` // a JSON array of attemptJSON
+}
+
+// attemptJSON is how one task.Attempt is kept in the history column. Times
+// take the column's layout (UTC, microseconds); empty fields are left out.
+type attemptJSON struct {
+	Number     int     `json:"number"`
+	Worker     string  `json:"worker,omitempty"`
+	StartedAt  string  `json:"started_at"`
+	FinishedAt *string `json:"finished_at,omitempty"`
+	Outcome    string  `json:"outcome,omitempty"`
+	Error      string  `json:"error,omitempty"`
+}
+
+func encodeHistory(h []task.Attempt) string {
+	if len(h) == 0 {
+		return "[]"
+	}
+	out := make([]attemptJSON, len(h))
+	for i, a := range h {
+		out[i] = attemptJSON{
+			Number:    a.Number,
+			Worker:    a.Worker,
+			StartedAt: formatTime(a.StartedAt),
+			Outcome:   string(a.Outcome),
+			Error:     a.Error,
+		}
+		if a.FinishedAt != nil {
+			f := formatTime(*a.FinishedAt)
+			out[i].FinishedAt = &f
+		}
+	}
+	b, err := json.Marshal(out)
+	if err != nil {
+		panic(fmt.Sprintf("bunstore: encode history: %v", err)) // strings and ints always encode
+	}
+	return string(b)
+}
+
+// decodeHistory reads the history column; an empty array gives nil.
+func decodeHistory(s string) ([]task.Attempt, error) {
+	var in []attemptJSON
+	if err := json.Unmarshal([]byte(s), &in); err != nil {
+		return nil, fmt.Errorf("decode history: %w", err)
+	}
+	if len(in) == 0 {
+		return nil, nil
+	}
+	out := make([]task.Attempt, len(in))
+	for i, a := range in {
+		started, err := parseTime(a.StartedAt)
+		if err != nil {
+			return nil, fmt.Errorf("decode history: attempt %d: %w", i+1, err)
+		}
+		out[i] = task.Attempt{
+			Number:    a.Number,
+			Worker:    a.Worker,
+			StartedAt: started,
+			Outcome:   task.Outcome(a.Outcome),
+			Error:     a.Error,
+		}
+		if a.FinishedAt != nil {
+			f, err := parseTime(*a.FinishedAt)
+			if err != nil {
+				return nil, fmt.Errorf("decode history: attempt %d: %w", i+1, err)
+			}
+			out[i].FinishedAt = &f
+		}
+	}
+	return out, nil
 }
 
 func rowFromTask(t *task.Task) *taskRow {
@@ -49,6 +124,12 @@ func rowFromTask(t *task.Task) *taskRow {
 		StartedAt:   newNullDBTime(t.StartedAt),
 		FinishedAt:  newNullDBTime(t.FinishedAt),
 		Error:       t.Error,
+
+		AvailableAt:     newDBTime(t.AvailableAt),
+		EnqueuedAt:      newNullDBTime(t.EnqueuedAt),
+		HeartbeatAt:     newNullDBTime(t.HeartbeatAt),
+		CancelRequested: t.CancelRequested,
+		History:         encodeHistory(t.History),
 	}
 	if len(r.Payload) == 0 {
 		r.Payload = "{}"
@@ -59,7 +140,11 @@ func rowFromTask(t *task.Task) *taskRow {
 	return r
 }
 
-func (r *taskRow) toTask() *task.Task {
+func (r *taskRow) toTask() (*task.Task, error) {
+	history, err := decodeHistory(r.History)
+	if err != nil {
+		return nil, fmt.Errorf("task %s: %w", r.ID, err)
+	}
 	t := &task.Task{
 		ID:          r.ID,
 		Title:       r.Title,
@@ -73,11 +158,17 @@ func (r *taskRow) toTask() *task.Task {
 		StartedAt:   r.StartedAt.ptr(),
 		FinishedAt:  r.FinishedAt.ptr(),
 		Error:       r.Error,
+
+		AvailableAt:     r.AvailableAt.t,
+		EnqueuedAt:      r.EnqueuedAt.ptr(),
+		HeartbeatAt:     r.HeartbeatAt.ptr(),
+		CancelRequested: r.CancelRequested,
+		History:         history,
 	}
 	if r.Result.Valid {
 		t.Result = compactJSON(r.Result.String)
 	}
-	return t
+	return t, nil
 }
 
 // compactJSON undoes the spacing Postgres's jsonb adds on output, so both
@@ -128,7 +219,22 @@ func (d dbTime) Value() (driver.Value, error) {
 	if !d.valid {
 		return nil, nil
 	}
-	return d.t.UTC().Format(timeLayout), nil
+	return formatTime(d.t), nil
+}
+
+// formatTime writes t in timeLayout.
+func formatTime(t time.Time) string {
+	return t.UTC().Truncate(time.Microsecond).Format(timeLayout)
+}
+
+// parseTime reads a time written in timeLayout (or any RFC 3339 form) as
+// UTC at microsecond precision.
+func parseTime(s string) (time.Time, error) {
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("parse time %q: %w", s, err)
+	}
+	return t.UTC().Truncate(time.Microsecond), nil
 }
 
 // Scan implements sql.Scanner.
@@ -150,9 +256,9 @@ func (d *dbTime) Scan(src any) error {
 }
 
 func (d *dbTime) parse(s string) error {
-	t, err := time.Parse(time.RFC3339Nano, s)
+	t, err := parseTime(s)
 	if err != nil {
-		return fmt.Errorf("scan time %q: %w", s, err)
+		return fmt.Errorf("scan time: %w", err)
 	}
 	*d = newDBTime(t)
 	return nil

@@ -33,7 +33,8 @@ import (
 	"github.com/opsbox/opsbox/ports"
 )
 
-// Store keeps tasks in PostgreSQL or SQLite. It is safe for concurrent use.
+// Store keeps tasks in PostgreSQL or SQLite, and the leases of its
+// ports.Locker (see TryLock). It is safe for concurrent use.
 type Store struct {
 	db       *bun.DB
 	postgres bool
@@ -205,7 +206,11 @@ func (s *Store) Get(ctx context.Context, id string) (*task.Task, error) {
 	if err := s.db.NewSelect().Model(row).Where("? = ?", bun.Ident("id"), id).Scan(ctx); err != nil {
 		return nil, classify(err, "get", id)
 	}
-	return row.toTask(), nil
+	t, err := row.toTask()
+	if err != nil {
+		return nil, classify(err, "get", id)
+	}
+	return t, nil
 }
 
 // List implements ports.TaskStore with keyset pagination on the id: it
@@ -223,7 +228,8 @@ func (s *Store) List(ctx context.Context, q ports.ListQuery) (ports.Page, error)
 	if q.After != "" {
 		sel = sel.Where("? < ?", bun.Ident("id"), q.After)
 	}
-	if err := sel.Scan(ctx); err != nil {
+	err := sel.Scan(ctx)
+	if err != nil {
 		return ports.Page{}, classify(err, "list tasks", "")
 	}
 	var page ports.Page
@@ -231,9 +237,8 @@ func (s *Store) List(ctx context.Context, q ports.ListQuery) (ports.Page, error)
 		rows = rows[:q.Limit]
 		page.Next = rows[len(rows)-1].ID
 	}
-	page.Tasks = make([]*task.Task, len(rows))
-	for i := range rows {
-		page.Tasks[i] = rows[i].toTask()
+	if page.Tasks, err = toTasks(rows); err != nil {
+		return ports.Page{}, classify(err, "list tasks", "")
 	}
 	return page, nil
 }
@@ -250,7 +255,10 @@ func (s *Store) Update(ctx context.Context, id string, fn func(*task.Task) error
 		if err != nil {
 			return err
 		}
-		t := row.toTask()
+		t, err := row.toTask()
+		if err != nil {
+			return err
+		}
 		if err := fn(t); err != nil {
 			return &fnError{err}
 		}
@@ -262,8 +270,8 @@ func (s *Store) Update(ctx context.Context, id string, fn func(*task.Task) error
 		if _, err := tx.NewUpdate().Model(next).ExcludeColumn("id", "created_at").WherePK().Exec(ctx); err != nil {
 			return err
 		}
-		out = next.toTask()
-		return nil
+		out, err = next.toTask()
+		return err
 	})
 	if err != nil {
 		return nil, classify(err, "update", id)
@@ -279,7 +287,11 @@ func (s *Store) Delete(ctx context.Context, id string, fn func(*task.Task) error
 		if err != nil {
 			return err
 		}
-		if err := fn(row.toTask()); err != nil {
+		t, err := row.toTask()
+		if err != nil {
+			return err
+		}
+		if err := fn(t); err != nil {
 			return &fnError{err}
 		}
 		_, err = tx.NewDelete().Model(row).WherePK().Exec(ctx)

@@ -78,6 +78,21 @@ func TestPostgresStore(t *testing.T) {
 	})
 }
 
+func TestSQLiteLocker(t *testing.T) {
+	t.Parallel()
+	storetest.ExerciseLocker(t, func(t *testing.T) ports.Locker {
+		s, _ := openSQLite(t)
+		return migrated(t, s)
+	})
+}
+
+func TestPostgresLocker(t *testing.T) {
+	t.Parallel()
+	storetest.ExerciseLocker(t, func(t *testing.T) ports.Locker {
+		return migrated(t, openPostgres(t))
+	})
+}
+
 // TestPostgresSearchPath checks that the schema named in the URL is where
 // the store's tables live, which is what isolates the tests above.
 func TestPostgresSearchPath(t *testing.T) {
@@ -139,7 +154,7 @@ func TestSQLiteTwoPoolsRace(t *testing.T) {
 		wg.Go(func() {
 			<-start
 			_, errs[i] = s.Update(ctx, tk.ID, func(t *task.Task) error {
-				if err := t.Start(now); err != nil {
+				if err := t.Start(now, "worker"); err != nil {
 					return err
 				}
 				time.Sleep(2 * time.Millisecond)
@@ -215,6 +230,13 @@ func assertFastUnavailable(t *testing.T, ctx context.Context, s *bunstore.Store,
 		"List":   func() error { _, err := s.List(ctx, ports.ListQuery{Limit: 10}); return err },
 		"Update": func() error { _, err := s.Update(ctx, tk.ID, noop); return err },
 		"Delete": func() error { return s.Delete(ctx, tk.ID, noop) },
+		"Stranded": func() error {
+			_, err := s.Stranded(ctx, ports.StrandedQuery{Now: time.Now(), EnqueuedBefore: time.Now(), HeartbeatBefore: time.Now(), Limit: 10})
+			return err
+		},
+		"DeleteFinished": func() error { _, err := s.DeleteFinished(ctx, time.Now(), 10); return err },
+		"TryLock":        func() error { _, err := s.TryLock(ctx, "job", "holder", time.Minute); return err },
+		"Unlock":         func() error { return s.Unlock(ctx, "job", "holder") },
 	}
 	for name, call := range calls {
 		began := time.Now()

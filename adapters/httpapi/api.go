@@ -11,6 +11,7 @@ import (
 	"github.com/danielgtaylor/huma/v2"
 	"github.com/danielgtaylor/huma/v2/adapters/humago"
 
+	"github.com/opsbox/opsbox/core/lifecycle"
 	"github.com/opsbox/opsbox/core/task"
 	"github.com/opsbox/opsbox/ports"
 )
@@ -23,6 +24,10 @@ type Service interface {
 	Update(ctx context.Context, id string, p task.Patch) (*task.Task, error)
 	Delete(ctx context.Context, id string) error
 	Run(ctx context.Context, id string) (*task.Task, error)
+	Cancel(ctx context.Context, id string) (*task.Task, error)
+	DeadLetters(ctx context.Context, after string, limit int) ([]ports.DeadLetter, string, error)
+	RetryDeadLetter(ctx context.Context, id string) (*task.Task, error)
+	DiscardDeadLetter(ctx context.Context, id string) error
 	Ready(ctx context.Context) error
 }
 
@@ -38,7 +43,11 @@ type Config struct {
 	// StoreTimeout bounds the work of one request (default 5 s): a request
 	// that cannot reach the database answers 503 instead of hanging.
 	StoreTimeout time.Duration
-	Logger       *slog.Logger
+	// Tokens, when not empty, are required as bearer tokens on every
+	// operation but the probes (and /docs and /openapi.*, which are not
+	// operations).
+	Tokens *Tokens
+	Logger *slog.Logger
 }
 
 func (c *Config) setDefaults() {
@@ -68,7 +77,11 @@ func New(svc Service, cfg Config) http.Handler {
 // NewConfig returns the Huma configuration of the opsbox API.
 func NewConfig() huma.Config {
 	hc := huma.DefaultConfig("opsbox", APIVersion)
-	hc.Info.Description = "Create tasks, run them in the background, and follow them to DONE or FAILED."
+	hc.Info.Description = "Create tasks, run them in the background, and follow them to DONE or FAILED. " +
+		"Every operation but the probes needs `Authorization: Bearer <token>` when the server has API tokens configured (OPSBOX_API_TOKENS)."
+	hc.Components.SecuritySchemes = map[string]*huma.SecurityScheme{
+		securityScheme: {Type: "http", Scheme: "bearer", Description: "An API token from OPSBOX_API_TOKENS."},
+	}
 	// No $schema links in bodies: clients get plain task objects.
 	hc.CreateHooks = nil
 	return hc
@@ -87,6 +100,7 @@ func OpenAPI() ([]byte, error) {
 func Register(api huma.API, svc Service, cfg Config) {
 	cfg.setDefaults()
 	h := &handlers{svc: svc, cfg: cfg}
+	api.UseMiddleware(requireToken(api, cfg.Tokens))
 
 	huma.Register(api, huma.Operation{
 		OperationID: "health", Method: http.MethodGet, Path: "/health", Tags: []string{"probes"},
@@ -102,39 +116,65 @@ func Register(api huma.API, svc Service, cfg Config) {
 
 	huma.Register(api, huma.Operation{
 		OperationID: "create-task", Method: http.MethodPost, Path: "/tasks", Tags: []string{"tasks"},
-		Summary: "Create a task", DefaultStatus: http.StatusCreated,
+		Summary: "Create a task", DefaultStatus: http.StatusCreated, Security: bearer,
 		Errors: []int{http.StatusBadRequest, http.StatusRequestEntityTooLarge, http.StatusUnprocessableEntity, http.StatusServiceUnavailable},
 	}, h.create)
 	huma.Register(api, huma.Operation{
 		OperationID: "list-tasks", Method: http.MethodGet, Path: "/tasks", Tags: []string{"tasks"},
-		Summary:     "List tasks",
+		Summary: "List tasks", Security: bearer,
 		Description: "Newest first, one page at a time: pass next_cursor back as cursor for the next page.",
 		Errors:      []int{http.StatusUnprocessableEntity, http.StatusServiceUnavailable},
 	}, h.list)
 	huma.Register(api, huma.Operation{
 		OperationID: "get-task", Method: http.MethodGet, Path: "/tasks/{id}", Tags: []string{"tasks"},
-		Summary: "Get a task",
-		Errors:  []int{http.StatusNotFound, http.StatusServiceUnavailable},
+		Summary: "Get a task", Security: bearer,
+		Errors: []int{http.StatusNotFound, http.StatusServiceUnavailable},
 	}, h.get)
 	huma.Register(api, huma.Operation{
 		OperationID: "update-task", Method: http.MethodPatch, Path: "/tasks/{id}", Tags: []string{"tasks"},
-		Summary:     "Change a task",
+		Summary: "Change a task", Security: bearer,
 		Description: "The title may change at any time; kind, payload and max_attempts only while the task is PENDING (409 otherwise).",
 		Errors:      []int{http.StatusBadRequest, http.StatusNotFound, http.StatusConflict, http.StatusUnprocessableEntity, http.StatusServiceUnavailable},
 	}, h.update)
 	huma.Register(api, huma.Operation{
 		OperationID: "delete-task", Method: http.MethodDelete, Path: "/tasks/{id}", Tags: []string{"tasks"},
-		Summary: "Delete a task", DefaultStatus: http.StatusNoContent,
+		Summary: "Delete a task", DefaultStatus: http.StatusNoContent, Security: bearer,
 		Description: "Refused with 409 while the task is QUEUED or RUNNING.",
 		Errors:      []int{http.StatusNotFound, http.StatusConflict, http.StatusServiceUnavailable},
 	}, h.delete)
 	huma.Register(api, huma.Operation{
 		OperationID: "run-task", Method: http.MethodPost, Path: "/tasks/{id}/run", Tags: []string{"tasks"},
-		Summary: "Run a task in the background", DefaultStatus: http.StatusAccepted,
-		Description: "Queues a PENDING task, or a FAILED one for a new round of attempts; a worker then moves it to RUNNING and DONE or FAILED. " +
+		Summary: "Run a task in the background", DefaultStatus: http.StatusAccepted, Security: bearer,
+		Description: "Queues a PENDING task, or a FAILED or CANCELED one for a new round of attempts; a worker then moves it to RUNNING and DONE or FAILED. " +
 			"409 when the task is QUEUED or RUNNING (already in flight) or DONE (a success is final: create a new task to do the work again).",
 		Errors: []int{http.StatusNotFound, http.StatusConflict, http.StatusServiceUnavailable},
 	}, h.run)
+	huma.Register(api, huma.Operation{
+		OperationID: "cancel-task", Method: http.MethodPost, Path: "/tasks/{id}/cancel", Tags: []string{"tasks"},
+		Summary: "Cancel a task", Security: bearer,
+		Description: "A PENDING or QUEUED task is CANCELED at once (200). A RUNNING task's worker is asked to stop the attempt (202, " +
+			"cancel_requested is true until the worker records CANCELED). 409 on a finished task.",
+		Errors: []int{http.StatusNotFound, http.StatusConflict, http.StatusServiceUnavailable},
+	}, h.cancel)
+
+	huma.Register(api, huma.Operation{
+		OperationID: "list-dead-letters", Method: http.MethodGet, Path: "/dead-letters", Tags: []string{"dead letters"},
+		Summary: "List dead letters", Security: bearer,
+		Description: "Tasks that failed their last attempt, newest first. The list lives on the queue; the FAILED tasks themselves stay in the database.",
+		Errors:      []int{http.StatusUnprocessableEntity, http.StatusServiceUnavailable},
+	}, h.listDeadLetters)
+	huma.Register(api, huma.Operation{
+		OperationID: "retry-dead-letter", Method: http.MethodPost, Path: "/dead-letters/{id}/retry", Tags: []string{"dead letters"},
+		Summary: "Re-drive a dead letter", DefaultStatus: http.StatusAccepted, Security: bearer,
+		Description: "Runs the task again (a new round of attempts) and removes the dead letter. 409 if the task is no longer FAILED.",
+		Errors:      []int{http.StatusNotFound, http.StatusConflict, http.StatusServiceUnavailable},
+	}, h.retryDeadLetter)
+	huma.Register(api, huma.Operation{
+		OperationID: "discard-dead-letter", Method: http.MethodDelete, Path: "/dead-letters/{id}", Tags: []string{"dead letters"},
+		Summary: "Discard a dead letter", DefaultStatus: http.StatusNoContent, Security: bearer,
+		Description: "Removes the dead letter; the FAILED task stays.",
+		Errors:      []int{http.StatusNotFound, http.StatusServiceUnavailable},
+	}, h.discardDeadLetter)
 }
 
 type handlers struct {
@@ -195,7 +235,7 @@ func (h *handlers) create(ctx context.Context, in *createInput) (*createOutput, 
 }
 
 type listInput struct {
-	Status string `query:"status" enum:"PENDING,QUEUED,RUNNING,DONE,FAILED" doc:"Only tasks in this status."`
+	Status string `query:"status" enum:"PENDING,QUEUED,RUNNING,DONE,FAILED,CANCELED" doc:"Only tasks in this status."`
 	Limit  int    `query:"limit" minimum:"1" maximum:"500" default:"50" doc:"Page size."`
 	Cursor string `query:"cursor" maxLength:"200" doc:"next_cursor from the previous page."`
 }
@@ -288,6 +328,86 @@ func (h *handlers) run(ctx context.Context, in *idInput) (*taskOutput, error) {
 	return &taskOutput{Body: fromTask(t)}, nil
 }
 
+type cancelOutput struct {
+	Status int
+	Body   Task
+}
+
+func (h *handlers) cancel(ctx context.Context, in *idInput) (*cancelOutput, error) {
+	ctx, cancel := context.WithTimeout(ctx, h.cfg.StoreTimeout)
+	defer cancel()
+	t, err := h.svc.Cancel(ctx, in.ID)
+	if err != nil {
+		return nil, h.problem(ctx, err)
+	}
+	out := &cancelOutput{Status: http.StatusOK, Body: fromTask(t)}
+	if t.Status == task.Running {
+		out.Status = http.StatusAccepted
+	}
+	return out, nil
+}
+
+type deadLettersInput struct {
+	Limit  int    `query:"limit" minimum:"1" maximum:"500" default:"50"`
+	Cursor string `query:"cursor" maxLength:"200" doc:"next_cursor from the previous page."`
+}
+
+type deadLettersOutput struct {
+	Body struct {
+		Items      []DeadLetter `json:"items"`
+		NextCursor string       `json:"next_cursor,omitempty"`
+	}
+}
+
+func (h *handlers) listDeadLetters(ctx context.Context, in *deadLettersInput) (*deadLettersOutput, error) {
+	ctx, cancel := context.WithTimeout(ctx, h.cfg.StoreTimeout)
+	defer cancel()
+	after, err := decodeCursor(in.Cursor)
+	if err != nil {
+		return nil, huma.Error422UnprocessableEntity("invalid cursor", &huma.ErrorDetail{
+			Location: "query.cursor", Message: "not a cursor returned by this API", Value: in.Cursor,
+		})
+	}
+	limit := in.Limit
+	if limit == 0 {
+		limit = DefaultPageSize
+	}
+	letters, next, err := h.svc.DeadLetters(ctx, after, limit)
+	if err != nil {
+		return nil, h.problem(ctx, err)
+	}
+	out := &deadLettersOutput{}
+	out.Body.Items = make([]DeadLetter, 0, len(letters))
+	for _, d := range letters {
+		out.Body.Items = append(out.Body.Items, fromDeadLetter(d))
+	}
+	out.Body.NextCursor = encodeCursor(next)
+	return out, nil
+}
+
+type deadLetterIDInput struct {
+	ID string `path:"id" maxLength:"64" doc:"Dead letter id."`
+}
+
+func (h *handlers) retryDeadLetter(ctx context.Context, in *deadLetterIDInput) (*taskOutput, error) {
+	ctx, cancel := context.WithTimeout(ctx, h.cfg.StoreTimeout)
+	defer cancel()
+	t, err := h.svc.RetryDeadLetter(ctx, in.ID)
+	if err != nil {
+		return nil, h.problem(ctx, err)
+	}
+	return &taskOutput{Body: fromTask(t)}, nil
+}
+
+func (h *handlers) discardDeadLetter(ctx context.Context, in *deadLetterIDInput) (*struct{}, error) {
+	ctx, cancel := context.WithTimeout(ctx, h.cfg.StoreTimeout)
+	defer cancel()
+	if err := h.svc.DiscardDeadLetter(ctx, in.ID); err != nil {
+		return nil, h.problem(ctx, err)
+	}
+	return nil, nil
+}
+
 // problem maps an error from the core or a port to its HTTP problem.
 func (h *handlers) problem(ctx context.Context, err error) error {
 	p := problemFor(err)
@@ -306,6 +426,10 @@ func problemFor(err error) huma.StatusError {
 		})
 	case errors.Is(err, task.ErrNotFound):
 		return huma.Error404NotFound(err.Error())
+	case errors.Is(err, ports.ErrNotFound):
+		return huma.Error404NotFound("dead letter not found")
+	case errors.Is(err, lifecycle.ErrNoDeadLetters):
+		return huma.Error501NotImplemented(err.Error())
 	case errors.Is(err, task.ErrIllegalTransition):
 		return huma.Error409Conflict(err.Error())
 	case errors.Is(err, ports.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):

@@ -25,7 +25,7 @@ func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)
 
 // newServer serves the API over a real SQLite store and in-process queue.
 // No worker consumes the queue, so queued tasks stay QUEUED.
-func newServer(t *testing.T) *httptest.Server {
+func newServer(t testing.TB) *httptest.Server {
 	t.Helper()
 	ctx := context.Background()
 	store, err := bunstore.OpenSQLite(ctx, filepath.Join(t.TempDir(), "api.db"))
@@ -44,7 +44,7 @@ func newServer(t *testing.T) *httptest.Server {
 	return serve(t, store, queue)
 }
 
-func serve(t *testing.T, store ports.TaskStore, queue ports.JobQueue) *httptest.Server {
+func serve(t testing.TB, store ports.TaskStore, queue ports.JobQueue) *httptest.Server {
 	t.Helper()
 	reg := handler.NewRegistry()
 	if err := reg.Register(simulate.Kind, simulate.Handler{}); err != nil {

@@ -9,6 +9,7 @@ import (
 	"github.com/danielgtaylor/huma/v2"
 
 	"github.com/opsbox/opsbox/core/task"
+	"github.com/opsbox/opsbox/ports"
 )
 
 // Object is a JSON object kept as raw bytes, so numbers and key order in a
@@ -47,7 +48,7 @@ type Task struct {
 	Title       string          `json:"title"`
 	Kind        string          `json:"kind" doc:"The registered handler that runs the task."`
 	Payload     Object          `json:"payload" doc:"The handler's input."`
-	Status      string          `json:"status" enum:"PENDING,QUEUED,RUNNING,DONE,FAILED"`
+	Status      string          `json:"status" enum:"PENDING,QUEUED,RUNNING,DONE,FAILED,CANCELED"`
 	Attempts    int             `json:"attempts" doc:"Attempts started in the current round."`
 	MaxAttempts int             `json:"max_attempts"`
 	CreatedAt   time.Time       `json:"created_at"`
@@ -56,10 +57,39 @@ type Task struct {
 	FinishedAt  *time.Time      `json:"finished_at,omitempty" doc:"When the task became DONE or FAILED."`
 	Result      json.RawMessage `json:"result,omitempty" doc:"The handler's result, once DONE."`
 	Error       string          `json:"error,omitempty" doc:"The latest failed attempt's error."`
+	AvailableAt *time.Time      `json:"available_at,omitempty" doc:"While QUEUED: the earliest start (a retry waits out its backoff)."`
+	// CancelRequested is shown while a RUNNING task's worker is being asked to stop.
+	CancelRequested bool      `json:"cancel_requested,omitempty" doc:"A cancellation was asked for; the worker is stopping the attempt."`
+	History         []Attempt `json:"history" doc:"Every attempt, oldest first (at most 50)."`
+}
+
+// Attempt is the record of one attempt.
+type Attempt struct {
+	Number     int        `json:"number" doc:"1-based within its round of attempts."`
+	Worker     string     `json:"worker,omitempty"`
+	StartedAt  time.Time  `json:"started_at"`
+	FinishedAt *time.Time `json:"finished_at,omitempty"`
+	Outcome    string     `json:"outcome,omitempty" enum:"succeeded,failed,lost,interrupted,canceled" doc:"Absent while the attempt runs. lost: its worker stopped responding; interrupted: its worker shut down (not counted)."`
+	Error      string     `json:"error,omitempty"`
+	DurationMs *int64     `json:"duration_ms,omitempty"`
+}
+
+// DeadLetter is a task that failed its last attempt.
+type DeadLetter struct {
+	ID       string    `json:"id" doc:"The dead letter's id."`
+	TaskID   string    `json:"task_id"`
+	Kind     string    `json:"kind"`
+	Error    string    `json:"error"`
+	Attempts int       `json:"attempts"`
+	FailedAt time.Time `json:"failed_at"`
+}
+
+func fromDeadLetter(d ports.DeadLetter) DeadLetter {
+	return DeadLetter{ID: d.ID, TaskID: d.TaskID, Kind: d.Kind, Error: d.Error, Attempts: d.Attempts, FailedAt: d.FailedAt}
 }
 
 func fromTask(t *task.Task) Task {
-	return Task{
+	out := Task{
 		ID:          t.ID,
 		Title:       t.Title,
 		Kind:        t.Kind,
@@ -73,7 +103,23 @@ func fromTask(t *task.Task) Task {
 		FinishedAt:  t.FinishedAt,
 		Result:      t.Result,
 		Error:       t.Error,
+
+		CancelRequested: t.CancelRequested,
+		History:         make([]Attempt, 0, len(t.History)),
 	}
+	if t.Status == task.Queued {
+		at := t.AvailableAt
+		out.AvailableAt = &at
+	}
+	for _, a := range t.History {
+		h := Attempt{Number: a.Number, Worker: a.Worker, StartedAt: a.StartedAt, FinishedAt: a.FinishedAt, Outcome: string(a.Outcome), Error: a.Error}
+		if a.FinishedAt != nil {
+			ms := a.FinishedAt.Sub(a.StartedAt).Milliseconds()
+			h.DurationMs = &ms
+		}
+		out.History = append(out.History, h)
+	}
+	return out
 }
 
 // CreateTaskBody is the body of POST /tasks.

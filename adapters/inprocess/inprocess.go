@@ -1,10 +1,12 @@
-// Package inprocess is the ports.JobQueue of the embedded single-process
-// mode: API and worker in one process, jobs passed in memory over a
-// Watermill gochannel. Nothing survives the process; at start-up the
-// executor's Recover re-publishes the jobs of tasks that are still QUEUED.
+// Package inprocess is the ports.JobQueue and ports.DeadLetterQueue of the
+// embedded single-process mode: API and worker in one process, jobs passed
+// in memory over a Watermill gochannel. Nothing survives the process; at
+// start-up the executor's Recover re-publishes the jobs of tasks that are
+// still QUEUED.
 package inprocess
 
 import (
+	"container/list"
 	"context"
 	"fmt"
 	"log/slog"
@@ -44,15 +46,35 @@ type Config struct {
 // to each new subscriber.
 //
 // Delivery order is not guaranteed.
+//
+// The Queue also keeps the dead-letter list in memory (see Bury).
 type Queue struct {
 	pubsub   *gochannel.GoChannel
 	consumer *wmqueue.Consumer
 	cancel   context.CancelFunc // ends the subscription
 	closed   atomic.Bool
 	close    func() error
+
+	// Jobs published and not yet handed to a JobFunc, oldest first, for
+	// DeliveredBefore. Each element is an undelivered; byUUID finds it by
+	// its message's UUID.
+	mu          sync.Mutex
+	undelivered *list.List
+	byUUID      map[string]*list.Element
+
+	dead deadLetters
 }
 
-var _ ports.JobQueue = (*Queue)(nil)
+// undelivered is a job published and not yet handed to a JobFunc.
+type undelivered struct {
+	uuid        string
+	publishedAt time.Time
+}
+
+var (
+	_ ports.JobQueue        = (*Queue)(nil)
+	_ ports.DeadLetterQueue = (*Queue)(nil)
+)
 
 // New returns a Queue ready to accept jobs.
 func New(cfg Config) (*Queue, error) {
@@ -73,14 +95,17 @@ func New(cfg Config) (*Queue, error) {
 		return ch, nil
 	}
 	q := &Queue{
-		pubsub: pubsub,
-		consumer: wmqueue.NewConsumer(wmqueue.Config{
-			Concurrency: cfg.Concurrency,
-			NackDelay:   cfg.NackDelay,
-			Logger:      cfg.Logger,
-		}, source),
-		cancel: cancel,
+		pubsub:      pubsub,
+		cancel:      cancel,
+		undelivered: list.New(),
+		byUUID:      map[string]*list.Element{},
 	}
+	q.consumer = wmqueue.NewConsumer(wmqueue.Config{
+		Concurrency: cfg.Concurrency,
+		NackDelay:   cfg.NackDelay,
+		Logger:      cfg.Logger,
+		OnDeliver:   q.delivered,
+	}, source)
 	q.close = sync.OnceValue(q.doClose)
 	return q, nil
 }
@@ -94,10 +119,52 @@ func (q *Queue) Publish(ctx context.Context, jobs ...ports.Job) error {
 	if q.closed.Load() {
 		return fmt.Errorf("inprocess: publish: %w", wmqueue.ErrClosed)
 	}
-	if err := q.pubsub.Publish(topic, wmqueue.NewMessages(ctx, jobs)...); err != nil {
+	msgs := wmqueue.NewMessages(ctx, jobs)
+	// Tracked before the gochannel has them, so a delivery cannot come
+	// first.
+	q.mu.Lock()
+	now := time.Now() // under the lock: the list stays in time order
+	for _, msg := range msgs {
+		q.byUUID[msg.UUID] = q.undelivered.PushBack(undelivered{uuid: msg.UUID, publishedAt: now})
+	}
+	q.mu.Unlock()
+	if err := q.pubsub.Publish(topic, msgs...); err != nil {
+		for _, msg := range msgs {
+			q.delivered(msg) // not queued after all: nothing to wait for
+		}
 		return fmt.Errorf("inprocess: publish: %w", err)
 	}
 	return nil
+}
+
+// delivered stops tracking a message once a JobFunc has it (or it was
+// never queued). Later deliveries of the same message find nothing.
+func (q *Queue) delivered(msg *message.Message) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if e, ok := q.byUUID[msg.UUID]; ok {
+		q.undelivered.Remove(e)
+		delete(q.byUUID, msg.UUID)
+	}
+}
+
+// DeliveredBefore implements ports.JobQueue.DeliveredBefore: it is the time
+// the Publish call of the oldest job not yet handed to a JobFunc started,
+// or now if every published job has been handed to one. A job that failed
+// and waits to be delivered again counts as delivered. A caller comparing
+// its own publish times with this one should take them after Publish
+// returns, so the oldest waiting job never counts as delivered. It fails
+// once the queue is closed.
+func (q *Queue) DeliveredBefore(context.Context) (time.Time, error) {
+	if q.closed.Load() {
+		return time.Time{}, fmt.Errorf("inprocess: delivered before: %w", wmqueue.ErrClosed)
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if e := q.undelivered.Front(); e != nil {
+		return e.Value.(undelivered).publishedAt, nil
+	}
+	return time.Now(), nil
 }
 
 // Consume implements ports.JobQueue.Consume. Only one Consume may run at a
@@ -121,7 +188,12 @@ func (q *Queue) doClose() error {
 	q.closed.Store(true)
 	q.consumer.Close()
 	q.cancel()
-	if err := q.pubsub.Close(); err != nil {
+	err := q.pubsub.Close()
+	q.mu.Lock()
+	q.undelivered.Init() // dropped with the gochannel
+	clear(q.byUUID)
+	q.mu.Unlock()
+	if err != nil {
 		return fmt.Errorf("inprocess: close: %w", err)
 	}
 	return nil

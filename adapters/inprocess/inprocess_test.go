@@ -30,6 +30,17 @@ func TestContract(t *testing.T) {
 	})
 }
 
+func TestDeadLetters(t *testing.T) {
+	queuetest.ExerciseDeadLetters(t, func(t *testing.T) ports.DeadLetterQueue {
+		q, err := inprocess.New(inprocess.Config{Logger: testLogger(t)})
+		if err != nil {
+			t.Fatalf("New: %v", err)
+		}
+		t.Cleanup(func() { _ = q.Close() })
+		return q
+	})
+}
+
 func TestConsumeTwiceFails(t *testing.T) {
 	q, err := inprocess.New(inprocess.Config{Logger: testLogger(t)})
 	if err != nil {

@@ -22,8 +22,11 @@
 //   - If the group disappears (Redis restarted without persistence, or the
 //     key was deleted) the Subscribers stop on the NOGROUP error and the
 //     consume loop subscribes them again, which recreates the group. Jobs
-//     that were in Redis are gone; the executor's Recover re-publishes the
-//     jobs of QUEUED tasks.
+//     that were in Redis are gone; DeliveredBefore then answers now, so the
+//     core re-publishes the jobs of QUEUED tasks that were published
+//     earlier.
+//   - Dead letters are entries of a second stream, Stream+":dead", capped
+//     at about MaxDeadLetters (see Bury).
 package redisqueue
 
 import (
@@ -152,7 +155,8 @@ func defaultConsumer() string {
 	return host + "-" + strconv.Itoa(os.Getpid()) + "-" + hex.EncodeToString(b[:])
 }
 
-// Queue is a ports.JobQueue on a Redis stream.
+// Queue is a ports.JobQueue on a Redis stream, and a
+// ports.DeadLetterQueue on a second one (see Bury).
 type Queue struct {
 	cfg         Config
 	client      *redis.Client
@@ -167,7 +171,10 @@ type Queue struct {
 	close       func() error
 }
 
-var _ ports.JobQueue = (*Queue)(nil)
+var (
+	_ ports.JobQueue        = (*Queue)(nil)
+	_ ports.DeadLetterQueue = (*Queue)(nil)
+)
 
 // New connects to Redis and returns a Queue. It fails, with an error
 // matching ports.ErrUnavailable, if Redis does not answer a PING within a
@@ -305,6 +312,62 @@ func (q *Queue) Consume(ctx context.Context, fn ports.JobFunc) error {
 	return nil
 }
 
+// DeliveredBefore implements ports.JobQueue.DeliveredBefore. Every entry up
+// to the group's last-delivered-id has been delivered to a consumer (it
+// may still be pending on it), so the answer is the time of the oldest
+// entry after that one, the first nobody has read yet, or now when there
+// is none:
+//   - no stream (Redis restarted empty, or the key was deleted): now, as
+//     every job published earlier is gone;
+//   - a stream but no group yet (no worker has consumed since the stream
+//     appeared): the time of the stream's first entry, since Consume
+//     creates the group at the start of the stream and delivers them all;
+//   - the group's lag is 0: now, without a second round trip.
+//
+// An entry's time is the Redis server's clock when it was added, to the
+// millisecond; "now" is this process's clock, taken before asking Redis.
+// A caller comparing its own publish times with the answer should take
+// them after Publish returns, so the oldest unread job never counts as
+// delivered. Redis unreachable fails with ports.ErrUnavailable.
+func (q *Queue) DeliveredBefore(ctx context.Context) (time.Time, error) {
+	if q.closed.Load() {
+		return time.Time{}, fmt.Errorf("redisqueue: delivered before: %w", wmqueue.ErrClosed)
+	}
+	now := time.Now() // before the queries: a job published after them is not covered
+	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	groups, err := q.client.XInfoGroups(ctx, q.cfg.Stream).Result()
+	if err != nil {
+		if isNoSuchKey(err) {
+			return now, nil
+		}
+		return time.Time{}, wrap("delivered before", err)
+	}
+	last := "0-0" // no group: Consume creates it at the start of the stream
+	for _, g := range groups {
+		if g.Name != q.cfg.Group {
+			continue
+		}
+		if g.Lag == 0 { // -1 when Redis cannot tell (after XDEL, say)
+			return now, nil
+		}
+		last = g.LastDeliveredID
+		break
+	}
+	unread, err := q.client.XRangeN(ctx, q.cfg.Stream, "("+last, "+", 1).Result()
+	if err != nil {
+		return time.Time{}, wrap("delivered before", err)
+	}
+	if len(unread) == 0 {
+		return now, nil
+	}
+	id, ok := parseID(unread[0].ID)
+	if !ok {
+		return time.Time{}, fmt.Errorf("redisqueue: delivered before: unexpected entry id %q", unread[0].ID)
+	}
+	return time.UnixMilli(int64(id.ms)), nil
+}
+
 // Ping checks that Redis answers.
 func (q *Queue) Ping(ctx context.Context) error {
 	if q.closed.Load() {
@@ -399,6 +462,12 @@ func (q *Queue) handBack() {
 
 func isNoGroup(err error) bool {
 	return strings.HasPrefix(err.Error(), "NOGROUP")
+}
+
+// isNoSuchKey reports the reply of XINFO on a key that does not exist.
+func isNoSuchKey(err error) bool {
+	var rerr redis.Error
+	return errors.As(err, &rerr) && strings.Contains(rerr.Error(), "no such key")
 }
 
 // wrap marks errors that mean Redis could not be reached or did not answer

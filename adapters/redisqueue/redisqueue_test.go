@@ -34,6 +34,13 @@ func TestContract(t *testing.T) {
 	})
 }
 
+func TestDeadLetters(t *testing.T) {
+	queuetest.ExerciseDeadLetters(t, func(t *testing.T) ports.DeadLetterQueue {
+		redisURL, prefix := testsvc.Redis(t)
+		return newQueue(t, redisqueue.Config{URL: redisURL, Stream: prefix + "jobs", Group: prefix + "workers"})
+	})
+}
+
 // Two workers on one stream and group share the jobs: each job runs on
 // exactly one of them.
 func TestWorkersSplitJobs(t *testing.T) {
@@ -135,6 +142,11 @@ func TestUnreachableRedisFailsFast(t *testing.T) {
 	p.down()
 	timed(t, "Publish (down)", limit, func() error { return q.Publish(t.Context(), ports.Job{TaskID: "x"}) })
 	timed(t, "Ping (down)", limit, func() error { return q.Ping(t.Context()) })
+	timed(t, "DeliveredBefore (down)", limit, func() error { _, err := q.DeliveredBefore(t.Context()); return err })
+	timed(t, "Bury (down)", limit, func() error { return q.Bury(t.Context(), ports.DeadLetter{TaskID: "x"}) })
+	timed(t, "DeadLetters (down)", limit, func() error { _, _, err := q.DeadLetters(t.Context(), "", 10); return err })
+	timed(t, "DeadLetter (down)", limit, func() error { _, err := q.DeadLetter(t.Context(), "1-1"); return err })
+	timed(t, "Discard (down)", limit, func() error { return q.Discard(t.Context(), "1-1") })
 	timed(t, "Consume (down)", limit, func() error {
 		return q.Consume(t.Context(), func(context.Context, ports.Job) error { return nil })
 	})
@@ -144,6 +156,7 @@ func TestUnreachableRedisFailsFast(t *testing.T) {
 	p.up()
 	timed(t, "Publish (hung)", limit+time.Second, func() error { return q.Publish(t.Context(), ports.Job{TaskID: "x"}) })
 	timed(t, "Ping (hung)", limit+time.Second, func() error { return q.Ping(t.Context()) })
+	timed(t, "DeliveredBefore (hung)", limit+time.Second, func() error { _, err := q.DeliveredBefore(t.Context()); return err })
 }
 
 // A consuming worker rides out a lost connection: once Redis is back it
@@ -198,6 +211,124 @@ func TestRecreatesLostGroup(t *testing.T) {
 		t.Fatal(err)
 	}
 	publishAndWait(t, q, delivered, "after")
+}
+
+// Redis restarted empty lost jobs nobody had read: DeliveredBefore then
+// says every job published before now is delivered or lost. Jobs published
+// afterwards wait in the new stream (before any consumer recreated the
+// group) and count as undelivered until a consumer reads them.
+func TestDeliveredBeforeAfterLostStream(t *testing.T) {
+	redisURL, prefix := testsvc.Redis(t)
+	stream := prefix + "jobs"
+	q := newQueue(t, redisqueue.Config{URL: redisURL, Stream: stream, Group: prefix + "workers", Concurrency: 2})
+	delivered := make(chan string, 10)
+	record := func(_ context.Context, job ports.Job) error {
+		delivered <- job.TaskID
+		return nil
+	}
+
+	// The group exists, then jobs pile up with no consumer.
+	stop := consumeUntil(t, q, record)
+	publishAndWait(t, q, delivered, "first")
+	stop()
+	if err := q.Publish(t.Context(), ports.Job{TaskID: "lost-1"}, ports.Job{TaskID: "lost-2"}); err != nil {
+		t.Fatal(err)
+	}
+	lostAt := time.Now()
+	if got := deliveredBefore(t, q); got.After(lostAt) {
+		t.Errorf("jobs wait unread, yet DeliveredBefore is %v, after they were published (%v)", got, lostAt)
+	}
+
+	if err := rawClient(t, redisURL).Del(t.Context(), stream).Err(); err != nil {
+		t.Fatal(err)
+	}
+	before := time.Now()
+	if got := deliveredBefore(t, q); got.Before(before) || got.After(time.Now()) {
+		t.Errorf("the stream is gone, yet DeliveredBefore is %v, want now (%v)", got, before)
+	}
+
+	// A job published now recreates the stream but not the group.
+	for time.Since(lostAt) < 5*time.Millisecond {
+		time.Sleep(time.Millisecond) // a millisecond clock tells them apart
+	}
+	if err := q.Publish(t.Context(), ports.Job{TaskID: "after-1"}); err != nil {
+		t.Fatal(err)
+	}
+	afterAt := time.Now()
+	got := deliveredBefore(t, q)
+	if got.After(afterAt) || !got.After(lostAt) {
+		t.Errorf("with a new job unread, DeliveredBefore is %v, want between the lost jobs (%v) and it (%v)",
+			got, lostAt, afterAt)
+	}
+
+	// A consumer recreates the group and gets the new jobs only.
+	consume(t, q, record)
+	select {
+	case id := <-delivered:
+		if id != "after-1" {
+			t.Errorf("got job %s first, want after-1", id)
+		}
+	case <-time.After(queuetest.Timeout):
+		t.Fatal("the job published after the loss was not delivered")
+	}
+	publishAndWait(t, q, delivered, "after-2")
+	before = time.Now()
+	if got := deliveredBefore(t, q); got.Before(before) {
+		t.Errorf("every job was read, yet DeliveredBefore is %v, want now (%v)", got, before)
+	}
+	select {
+	case id := <-delivered:
+		t.Errorf("job %s delivered after the loss", id)
+	default:
+	}
+}
+
+// When Redis cannot tell the group's lag (an entry after the last
+// delivered one was deleted), DeliveredBefore still finds the oldest
+// unread entry.
+func TestDeliveredBeforeWithoutLag(t *testing.T) {
+	redisURL, prefix := testsvc.Redis(t)
+	stream, group := prefix+"jobs", prefix+"workers"
+	q := newQueue(t, redisqueue.Config{URL: redisURL, Stream: stream, Group: group})
+	raw := rawClient(t, redisURL)
+	ctx := t.Context()
+	var ids []string
+	for i := range 3 {
+		id, err := raw.XAdd(ctx, &redis.XAddArgs{Stream: stream, ID: fmt.Sprintf("%d-0", 1000*(i+1)), Values: []any{"x", i}}).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	if got := deliveredBefore(t, q); !got.Equal(time.UnixMilli(1000)) {
+		t.Errorf("no group yet: DeliveredBefore is %v, want the first entry's time", got.UnixMilli())
+	}
+	if err := raw.XGroupCreate(ctx, stream, group, "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	read := func(n int64) {
+		t.Helper()
+		err := raw.XReadGroup(ctx, &redis.XReadGroupArgs{Group: group, Consumer: "raw", Streams: []string{stream, ">"}, Count: n, Block: -1}).Err()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	read(1)
+	if err := raw.XDel(ctx, stream, ids[2]).Err(); err != nil {
+		t.Fatal(err)
+	}
+	groups, err := raw.XInfoGroups(ctx, stream).Result()
+	if err != nil || len(groups) != 1 || groups[0].Lag != -1 {
+		t.Fatalf("want one group with an unknown lag, got %+v (%v)", groups, err)
+	}
+	if got := deliveredBefore(t, q); !got.Equal(time.UnixMilli(2000)) {
+		t.Errorf("one entry read: DeliveredBefore is %v, want the second entry's time", got.UnixMilli())
+	}
+	read(10)
+	before := time.Now()
+	if got := deliveredBefore(t, q); got.Before(before) {
+		t.Errorf("every entry read: DeliveredBefore is %v, want now (%v)", got, before)
+	}
 }
 
 // A job that finishes while Consume stops is acked in Redis before Consume
@@ -360,6 +491,36 @@ func consume(t *testing.T, q ports.JobQueue, fn ports.JobFunc) {
 			t.Errorf("Consume did not return within %v", queuetest.Timeout)
 		}
 	})
+}
+
+// consumeUntil runs Consume until the returned stop is called (or the
+// test ends).
+func consumeUntil(t *testing.T, q ports.JobQueue, fn ports.JobFunc) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- q.Consume(ctx, fn) }()
+	stop = sync.OnceFunc(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Consume: %v", err)
+			}
+		case <-time.After(queuetest.Timeout):
+			t.Errorf("Consume did not return within %v", queuetest.Timeout)
+		}
+	})
+	t.Cleanup(stop)
+	return stop
+}
+
+func deliveredBefore(t *testing.T, q ports.JobQueue) time.Time {
+	t.Helper()
+	got, err := q.DeliveredBefore(t.Context())
+	if err != nil {
+		t.Fatalf("DeliveredBefore: %v", err)
+	}
+	return got
 }
 
 func publishAndWait(t *testing.T, q ports.JobQueue, delivered <-chan string, id string) {

@@ -128,6 +128,11 @@ type Config struct {
 	// adapter uses it to hand back the entries its stopped subscribers had
 	// read but not finished.
 	OnStop func()
+	// OnDeliver, if set, is called with each message just before its
+	// JobFunc runs, on the JobFunc's goroutine, for the first delivery and
+	// every later one. It must be quick. The in-process adapter uses it to
+	// tell which published jobs have reached a JobFunc (DeliveredBefore).
+	OnDeliver func(msg *message.Message)
 }
 
 func (c Config) withDefaults() Config {
@@ -323,6 +328,9 @@ func (l *loop) resubscribe(ctx, subCtx context.Context, src Source) <-chan *mess
 // handle runs fn on one message, then acks or nacks it. The caller has
 // taken a slot; handle gives it back as soon as fn returns.
 func (l *loop) handle(ctx context.Context, msg *message.Message) {
+	if l.cfg.OnDeliver != nil {
+		l.cfg.OnDeliver(msg)
+	}
 	job := JobOf(msg)
 	err := l.call(ctx, job)
 	<-l.sem

@@ -322,3 +322,57 @@ func TestResubscribesWhenSubscriptionEnds(t *testing.T) {
 	}
 	waitClosed(t, msg.Acked(), "the job from the new subscription to be acked")
 }
+
+// OnDeliver sees each message before its JobFunc runs, and only messages
+// that reach a JobFunc: one read while every slot is busy is not.
+func TestOnDeliverRunsBeforeTheJobFunc(t *testing.T) {
+	ch := make(chan *message.Message)
+	delivered := make(chan string, 10)
+	c := wmqueue.NewConsumer(wmqueue.Config{
+		Concurrency: 1,
+		Logger:      quiet,
+		OnDeliver:   func(msg *message.Message) { delivered <- string(msg.Payload) },
+	}, newFakeSource(ch).subscribe)
+	release := make(chan struct{})
+	started := make(chan struct{})
+	var seenBefore atomic.Bool
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	done := make(chan error, 1)
+	go func() {
+		done <- c.Consume(ctx, func(_ context.Context, job ports.Job) error {
+			select {
+			case id := <-delivered:
+				seenBefore.Store(id == job.TaskID)
+			default:
+			}
+			close(started)
+			<-release
+			return nil
+		})
+	}()
+	first := wmqueue.NewMessage(ports.Job{TaskID: "first"})
+	second := wmqueue.NewMessage(ports.Job{TaskID: "second"})
+	ch <- first
+	waitClosed(t, started, "the first job to start")
+	if !seenBefore.Load() {
+		t.Error("OnDeliver was not called with the message before its JobFunc")
+	}
+	ch <- second // taken by the reader, which now waits for the one slot
+	stop()
+	close(release) // the slot frees only after the cancel
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Consume: %v", err)
+		}
+	case <-time.After(timeout):
+		t.Fatal("Consume did not return")
+	}
+	waitClosed(t, second.Nacked(), "the unstarted job to be nacked")
+	select {
+	case id := <-delivered:
+		t.Errorf("OnDeliver called for %s, which never reached a JobFunc", id)
+	default:
+	}
+}

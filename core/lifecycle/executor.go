@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"runtime/debug"
 	"time"
 
@@ -13,15 +14,94 @@ import (
 	"github.com/opsbox/opsbox/ports"
 )
 
-// ExecutorConfig tunes how a worker runs jobs.
+// ExecutorConfig tunes how a worker runs jobs. Zero fields take defaults.
 type ExecutorConfig struct {
-	// Timeout bounds one attempt of a handler (default 5 minutes). When it
+	// Worker names this worker in attempt records (default "worker").
+	Worker string
+	// Timeout bounds one attempt (default 5 minutes) unless the kind's
+	// handler sets its own with a Timeout() time.Duration method. When it
 	// passes, the handler's context is canceled and the attempt fails.
 	Timeout time.Duration
+	// Lease is how long a RUNNING task may go without a heartbeat before
+	// another worker may take it over (default 30 s).
+	Lease time.Duration
+	// Heartbeat is how often a running attempt renews its lease and checks
+	// for a cancellation request (default 2 s; at most Lease/3).
+	Heartbeat time.Duration
+	// Backoff spaces out the attempts of a failing task.
+	Backoff Backoff
 	// SaveTimeout bounds persisting an attempt's outcome (default 30 s). It
 	// is independent of the job's context, so a worker that is stopping
 	// still records work that has finished.
 	SaveTimeout time.Duration
+	// Abandon is how long a handler that ignores its canceled context is
+	// waited for before its attempt is failed anyway (default 10 s).
+	Abandon time.Duration
+}
+
+func (c *ExecutorConfig) setDefaults() {
+	if c.Worker == "" {
+		c.Worker = "worker"
+	}
+	if c.Timeout <= 0 {
+		c.Timeout = 5 * time.Minute
+	}
+	if c.Lease <= 0 {
+		c.Lease = 30 * time.Second
+	}
+	if c.Heartbeat <= 0 {
+		c.Heartbeat = 2 * time.Second
+	}
+	c.Heartbeat = min(c.Heartbeat, c.Lease/3)
+	c.Backoff.setDefaults()
+	if c.SaveTimeout <= 0 {
+		c.SaveTimeout = 30 * time.Second
+	}
+	if c.Abandon <= 0 {
+		c.Abandon = 10 * time.Second
+	}
+}
+
+// Backoff is exponential backoff with jitter: the delay before attempt n+1
+// is a random duration between half and all of min(Max, Base·2^(n-1)), so
+// many tasks failing together do not retry together.
+type Backoff struct {
+	Base time.Duration // default 1 s
+	Max  time.Duration // default 5 minutes
+	// Rand returns a float in [0, 1); tests set it. Default math/rand/v2.
+	Rand func() float64
+}
+
+func (b *Backoff) setDefaults() {
+	if b.Base <= 0 {
+		b.Base = time.Second
+	}
+	if b.Max <= 0 {
+		b.Max = 5 * time.Minute
+	}
+	b.Max = max(b.Max, b.Base)
+	if b.Rand == nil {
+		b.Rand = rand.Float64
+	}
+}
+
+// Delay returns the wait after failed attempt n (1-based).
+func (b Backoff) Delay(n int) time.Duration {
+	d := b.Max
+	if n >= 1 && n < 40 {
+		d = min(b.Max, b.Base<<(n-1))
+		if d <= 0 { // overflow
+			d = b.Max
+		}
+	}
+	half := d / 2
+	return half + time.Duration(b.Rand()*float64(d-half))
+}
+
+// TimeoutHandler is implemented by handlers whose kind needs its own
+// attempt timeout.
+type TimeoutHandler interface {
+	Timeout() time.Duration
 }
 
 // Executor is the worker side of the lifecycle: it turns one job into one
@@ -29,6 +109,7 @@ type ExecutorConfig struct {
 type Executor struct {
 	store    ports.TaskStore
 	queue    ports.JobQueue
+	dead     ports.DeadLetterQueue
 	handlers Lookup
 	cfg      ExecutorConfig
 	clock    ports.Clock
@@ -38,148 +119,265 @@ type Executor struct {
 // NewExecutor returns an Executor over the given store, queue and handlers.
 func NewExecutor(store ports.TaskStore, queue ports.JobQueue, handlers Lookup, cfg ExecutorConfig, opts ...Option) *Executor {
 	o := buildOptions(opts)
-	if cfg.Timeout <= 0 {
-		cfg.Timeout = 5 * time.Minute
-	}
-	if cfg.SaveTimeout <= 0 {
-		cfg.SaveTimeout = 30 * time.Second
-	}
-	return &Executor{store: store, queue: queue, handlers: handlers, cfg: cfg, clock: o.clock, log: o.log}
+	cfg.setDefaults()
+	return &Executor{store: store, queue: queue, dead: o.dead, handlers: handlers, cfg: cfg, clock: o.clock, log: o.log}
 }
 
-// Process runs one attempt of the job's task. It is a ports.JobFunc:
-//   - a job whose task is gone, or is not QUEUED (already started, finished
-//     or deleted: a duplicate delivery), is acknowledged without running;
-//   - otherwise the task becomes RUNNING, its handler runs with a timeout,
-//     and the outcome is saved: DONE with the result, or the error with the
-//     task QUEUED again (a job is published for the next attempt) or FAILED;
-//   - an error is returned only when the job must be delivered again
-//     because the store or queue could not be reached.
+// Why a running attempt's context was canceled, besides its timeout.
+var (
+	errCancelRequested = errors.New("canceled by request")
+	errLeaseLost       = errors.New("lease lost: another worker took the task over")
+)
+
+// errInterrupted is returned for a job whose attempt was given back because
+// the worker is stopping, so the queue delivers it again.
+var errInterrupted = errors.New("attempt interrupted by shutdown")
+
+// Process runs one attempt of the job's task. It is a ports.JobFunc, and
+// its context is the worker's: canceling it means the worker must stop now.
+//   - A job whose task is gone, or is not due to run (already running with a
+//     live worker, finished, canceled, or waiting out a backoff), is
+//     acknowledged without running: the job was a duplicate.
+//   - A RUNNING task whose worker stopped heartbeating is taken over: that
+//     attempt counts as lost, and a new one starts if attempts remain.
+//   - Otherwise the task becomes RUNNING, its handler runs with a timeout
+//     and a heartbeat, and the outcome is saved: DONE with the result;
+//     QUEUED again after a backoff; FAILED (and a dead letter); CANCELED if
+//     a user asked. The outcome is saved only if this attempt is still the
+//     task's current one, so a result is written once per attempt.
+//   - An error is returned, and the job delivered again, only when the
+//     store or queue could not be reached or the worker is stopping.
 func (e *Executor) Process(ctx context.Context, job ports.Job) error {
 	log := e.log.With("task_id", job.TaskID)
-	t, err := e.store.Update(ctx, job.TaskID, func(t *task.Task) error { return t.Start(e.clock.Now()) })
+	rescued := false
+	t, err := e.store.Update(ctx, job.TaskID, func(t *task.Task) error {
+		rescued = false
+		now := e.clock.Now()
+		if t.LeaseExpired(now, e.cfg.Lease) {
+			if err := t.Rescue(now, e.cfg.Lease); err != nil {
+				return err
+			}
+			rescued = true
+			if t.Status == task.Failed || t.Status == task.Canceled {
+				return nil // save the rescue; nothing left to start
+			}
+		}
+		return t.Start(now, e.cfg.Worker)
+	})
 	switch {
 	case errors.Is(err, task.ErrNotFound):
 		log.InfoContext(ctx, "job skipped: task no longer exists")
 		return nil
 	case errors.Is(err, task.ErrIllegalTransition):
-		log.InfoContext(ctx, "job skipped: task is not queued", "reason", err.Error())
+		log.DebugContext(ctx, "job skipped: task is not due to run", "reason", err.Error())
 		return nil
 	case err != nil:
 		return fmt.Errorf("start task %s: %w", job.TaskID, err)
 	}
-	log = log.With("kind", t.Kind, "attempt", t.Attempts, "max_attempts", t.MaxAttempts)
+	if rescued {
+		log.WarnContext(ctx, "took over a task whose worker stopped responding", "status", t.Status)
+	}
+	if t.Status != task.Running {
+		e.afterFinish(ctx, log, t)
+		return nil
+	}
+	attempt := t.Attempts
+	log = log.With("kind", t.Kind, "attempt", attempt, "max_attempts", t.MaxAttempts)
 	log.InfoContext(ctx, "attempt started")
 
 	began := time.Now()
-	result, runErr := e.run(ctx, *t)
+	result, runErr, cause := e.attempt(ctx, *t)
 	elapsed := time.Since(began)
 
 	saveCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.cfg.SaveTimeout)
 	defer cancel()
+	if errors.Is(cause, errLeaseLost) {
+		log.WarnContext(ctx, "attempt abandoned: another worker took the task over", "duration", elapsed)
+		return nil
+	}
+	interrupted := runErr != nil && ctx.Err() != nil && cause == nil
 	t, err = e.store.Update(saveCtx, t.ID, func(t *task.Task) error {
-		if runErr != nil {
+		now := e.clock.Now()
+		switch {
+		case t.CancelRequested && runErr != nil:
+			return t.Canceled(attempt, now)
+		case interrupted:
+			return t.Release(attempt, now)
+		case runErr != nil:
 			var perm *ports.PermanentError
-			return t.Fail(runErr.Error(), !errors.As(runErr, &perm), e.clock.Now())
+			retryAt := now.Add(e.cfg.Backoff.Delay(attempt))
+			return t.Fail(attempt, runErr.Error(), !errors.As(runErr, &perm), retryAt, now)
+		default:
+			return t.Succeed(attempt, result, now)
 		}
-		return t.Succeed(result, e.clock.Now())
 	})
-	if err != nil {
-		return fmt.Errorf("save attempt of task %s: %w", job.TaskID, err)
-	}
 	switch {
-	case t.Status == task.Done:
-		log.InfoContext(ctx, "task done", "duration", elapsed)
-	case t.Retrying():
-		log.WarnContext(ctx, "attempt failed, retrying", "duration", elapsed, "error", t.Error)
-		if err := e.queue.Publish(saveCtx, ports.Job{TaskID: t.ID, Metadata: job.Metadata}); err != nil {
-			// Leave this job unacknowledged: its redelivery starts the
-			// next attempt, since the task is QUEUED again.
-			return fmt.Errorf("publish retry of task %s: %w", t.ID, err)
-		}
-	default:
-		log.WarnContext(ctx, "task failed", "duration", elapsed, "error", t.Error)
+	case errors.Is(err, task.ErrIllegalTransition), errors.Is(err, task.ErrNotFound):
+		log.WarnContext(ctx, "outcome discarded: the attempt is no longer the task's current one", "reason", err.Error())
+		return nil
+	case err != nil:
+		return fmt.Errorf("save attempt %d of task %s: %w", attempt, job.TaskID, err)
 	}
+	if interrupted {
+		log.WarnContext(ctx, "attempt given back: the worker is stopping", "duration", elapsed)
+		return errInterrupted
+	}
+	log = log.With("duration", elapsed)
+	e.afterFinish(ctx, log, t)
 	return nil
 }
 
-// run calls the task's handler with the attempt timeout, turning a panic
-// into an error so one bad handler cannot take the worker down.
-func (e *Executor) run(ctx context.Context, t task.Task) (result json.RawMessage, err error) {
+// afterFinish logs the outcome of an attempt and does what follows it: a
+// dead letter for a task that failed for good.
+func (e *Executor) afterFinish(ctx context.Context, log *slog.Logger, t *task.Task) {
+	switch {
+	case t.Status == task.Done:
+		log.InfoContext(ctx, "task done")
+	case t.Status == task.Canceled:
+		log.InfoContext(ctx, "task canceled")
+	case t.Retrying():
+		log.WarnContext(ctx, "attempt failed, will retry", "error", t.Error, "retry_at", t.AvailableAt)
+	case t.Status == task.Failed:
+		log.WarnContext(ctx, "task failed", "error", t.Error)
+		if e.dead == nil {
+			return
+		}
+		d := ports.DeadLetter{TaskID: t.ID, Kind: t.Kind, Error: t.Error, Attempts: t.Attempts, FailedAt: e.clock.Now()}
+		if err := e.dead.Bury(context.WithoutCancel(ctx), d); err != nil {
+			// The task is FAILED in the store either way; the dead-letter
+			// list is a convenience for re-driving.
+			log.ErrorContext(ctx, "could not add the dead letter", "error", err)
+		}
+	}
+}
+
+// attempt runs the handler with the attempt timeout and a heartbeat,
+// turning a panic into an error so one bad handler cannot take the worker
+// down. cause says why the attempt's context was canceled early: a user's
+// cancellation or a lost lease (nil otherwise).
+func (e *Executor) attempt(ctx context.Context, t task.Task) (result json.RawMessage, err error, cause error) {
 	h, ok := e.handlers.Lookup(t.Kind)
 	if !ok {
-		return nil, &ports.PermanentError{Err: fmt.Errorf("no handler registered for kind %q", t.Kind)}
+		return nil, &ports.PermanentError{Err: fmt.Errorf("no handler registered for kind %q", t.Kind)}, nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, e.cfg.Timeout)
-	defer cancel()
-	defer func() {
-		if r := recover(); r != nil {
-			e.log.ErrorContext(ctx, "handler panicked", "task_id", t.ID, "panic", r, "stack", string(debug.Stack()))
-			err = fmt.Errorf("handler panicked: %v", r)
+	timeout := e.cfg.Timeout
+	if th, ok := h.(TimeoutHandler); ok && th.Timeout() > 0 {
+		timeout = th.Timeout()
+	}
+	runCtx, cancelRun := context.WithCancelCause(ctx)
+	defer cancelRun(nil)
+	runCtx, cancelTimeout := context.WithTimeout(runCtx, timeout)
+	defer cancelTimeout()
+
+	stopBeat := e.heartbeat(runCtx, t.ID, t.Attempts, cancelRun)
+	defer stopBeat()
+
+	type outcome struct {
+		result json.RawMessage
+		err    error
+	}
+	done := make(chan outcome, 1)
+	go func() {
+		defer func() {
+			if r := recover(); r != nil {
+				e.log.ErrorContext(ctx, "handler panicked", "task_id", t.ID, "panic", r, "stack", string(debug.Stack()))
+				done <- outcome{err: fmt.Errorf("handler panicked: %v", r)}
+			}
+		}()
+		res, err := h.Handle(runCtx, t)
+		done <- outcome{res, err}
+	}()
+
+	var o outcome
+	select {
+	case o = <-done:
+	case <-runCtx.Done():
+		select {
+		case o = <-done:
+		case <-time.After(e.cfg.Abandon):
+			// The handler ignores its context. Leave it behind rather than
+			// hold this worker slot forever.
+			e.log.ErrorContext(ctx, "handler ignored cancellation; attempt abandoned", "task_id", t.ID, "waited", e.cfg.Abandon)
+			o = outcome{err: fmt.Errorf("handler did not stop within %s of cancellation: %w", e.cfg.Abandon, context.Cause(runCtx))}
+		}
+	}
+	cause = context.Cause(runCtx)
+	if !errors.Is(cause, errCancelRequested) && !errors.Is(cause, errLeaseLost) {
+		cause = nil
+	}
+	if o.err == nil && runCtx.Err() != nil && cause == nil && ctx.Err() == nil {
+		// Returned success after its deadline: the result stands.
+		return o.result, nil, nil
+	}
+	if o.err != nil && cause == nil && ctx.Err() == nil && errors.Is(runCtx.Err(), context.DeadlineExceeded) {
+		o.err = fmt.Errorf("attempt timed out after %s: %w", timeout, o.err)
+	}
+	return o.result, o.err, cause
+}
+
+// heartbeat renews the attempt's lease until stopped, and cancels the
+// attempt when a user cancels the task or another worker has taken it.
+func (e *Executor) heartbeat(ctx context.Context, id string, attempt int, cancel context.CancelCauseFunc) (stop func()) {
+	ctx, stopCtx := context.WithCancel(ctx)
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		tick := time.NewTicker(e.cfg.Heartbeat)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			t, err := e.store.Update(ctx, id, func(t *task.Task) error { return t.Heartbeat(attempt, e.clock.Now()) })
+			switch {
+			case errors.Is(err, task.ErrIllegalTransition), errors.Is(err, task.ErrNotFound):
+				cancel(errLeaseLost)
+				return
+			case err != nil:
+				// The store is unreachable: keep working; the lease may
+				// still be renewed before it runs out.
+				e.log.WarnContext(ctx, "heartbeat failed", "task_id", id, "error", err)
+			case t.CancelRequested:
+				cancel(errCancelRequested)
+				return
+			}
 		}
 	}()
-	result, err = h.Handle(ctx, t)
-	if err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		err = fmt.Errorf("attempt timed out after %s: %w", e.cfg.Timeout, err)
-	}
-	return result, err
+	return func() { stopCtx(); <-finished }
 }
 
-// RecoverOptions says what Recover may assume.
-type RecoverOptions struct {
-	// RequeueRunning treats every RUNNING task as abandoned and counts its
-	// attempt as failed. Only a process that knows no other worker is alive
-	// (the embedded single-process mode at start-up) may set it.
-	RequeueRunning bool
-}
-
-// Recover re-publishes the jobs of QUEUED tasks, so that jobs lost with an
-// in-memory queue or an emptied transport are delivered again. Duplicates it
-// creates are harmless (see Process). It returns how many jobs it published.
-func (e *Executor) Recover(ctx context.Context, opts RecoverOptions) (int, error) {
-	if opts.RequeueRunning {
-		err := e.eachTask(ctx, task.Running, func(t *task.Task) error {
-			_, err := e.store.Update(ctx, t.ID, func(t *task.Task) error {
-				return t.Fail("worker stopped during the attempt", true, e.clock.Now())
-			})
-			if errors.Is(err, task.ErrIllegalTransition) || errors.Is(err, task.ErrNotFound) {
-				return nil
-			}
-			return err
-		})
-		if err != nil {
-			return 0, fmt.Errorf("recover running tasks: %w", err)
-		}
-	}
+// Recover takes back every RUNNING task at once, counting its attempt as
+// lost. Only a process that knows no other worker is alive may call it:
+// the embedded single-process mode at start-up, whose jobs died with the
+// previous run. The reconciler then publishes jobs for them.
+func (e *Executor) Recover(ctx context.Context) (int, error) {
 	n := 0
-	err := e.eachTask(ctx, task.Queued, func(t *task.Task) error {
-		n++
-		return e.queue.Publish(ctx, ports.Job{TaskID: t.ID})
-	})
-	if err != nil {
-		return n, fmt.Errorf("recover queued tasks: %w", err)
-	}
-	if n > 0 {
-		e.log.InfoContext(ctx, "re-published jobs of queued tasks", "count", n)
-	}
-	return n, nil
-}
-
-func (e *Executor) eachTask(ctx context.Context, status task.Status, fn func(*task.Task) error) error {
-	q := ports.ListQuery{Status: status, Limit: MaxPageSize}
+	q := ports.ListQuery{Status: task.Running, Limit: MaxPageSize}
 	for {
 		page, err := e.store.List(ctx, q)
 		if err != nil {
-			return err
+			return n, fmt.Errorf("recover running tasks: %w", err)
 		}
 		for _, t := range page.Tasks {
-			if err := fn(t); err != nil {
-				return err
+			t, err := e.store.Update(ctx, t.ID, func(t *task.Task) error { return t.Rescue(e.clock.Now(), -1) })
+			if errors.Is(err, task.ErrIllegalTransition) || errors.Is(err, task.ErrNotFound) {
+				continue
 			}
+			if err != nil {
+				return n, fmt.Errorf("recover task: %w", err)
+			}
+			n++
+			e.afterFinish(ctx, e.log.With("task_id", t.ID), t)
 		}
 		if page.Next == "" {
-			return nil
+			break
 		}
 		q.After = page.Next
 	}
+	if n > 0 {
+		e.log.InfoContext(ctx, "took back tasks left running by the previous run", "count", n)
+	}
+	return n, nil
 }

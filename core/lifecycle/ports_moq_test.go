@@ -28,6 +28,9 @@ var _ ports.TaskStore = &TaskStoreMock{}
 //			DeleteFunc: func(ctx context.Context, id string, fn func(*task.Task) error) error {
 //				panic("mock out the Delete method")
 //			},
+//			DeleteFinishedFunc: func(ctx context.Context, before time.Time, limit int) (int, error) {
+//				panic("mock out the DeleteFinished method")
+//			},
 //			GetFunc: func(ctx context.Context, id string) (*task.Task, error) {
 //				panic("mock out the Get method")
 //			},
@@ -36,6 +39,9 @@ var _ ports.TaskStore = &TaskStoreMock{}
 //			},
 //			PingFunc: func(ctx context.Context) error {
 //				panic("mock out the Ping method")
+//			},
+//			StrandedFunc: func(ctx context.Context, q ports.StrandedQuery) ([]*task.Task, error) {
+//				panic("mock out the Stranded method")
 //			},
 //			UpdateFunc: func(ctx context.Context, id string, fn func(*task.Task) error) (*task.Task, error) {
 //				panic("mock out the Update method")
@@ -53,6 +59,9 @@ type TaskStoreMock struct {
 	// DeleteFunc mocks the Delete method.
 	DeleteFunc func(ctx context.Context, id string, fn func(*task.Task) error) error
 
+	// DeleteFinishedFunc mocks the DeleteFinished method.
+	DeleteFinishedFunc func(ctx context.Context, before time.Time, limit int) (int, error)
+
 	// GetFunc mocks the Get method.
 	GetFunc func(ctx context.Context, id string) (*task.Task, error)
 
@@ -61,6 +70,9 @@ type TaskStoreMock struct {
 
 	// PingFunc mocks the Ping method.
 	PingFunc func(ctx context.Context) error
+
+	// StrandedFunc mocks the Stranded method.
+	StrandedFunc func(ctx context.Context, q ports.StrandedQuery) ([]*task.Task, error)
 
 	// UpdateFunc mocks the Update method.
 	UpdateFunc func(ctx context.Context, id string, fn func(*task.Task) error) (*task.Task, error)
@@ -83,6 +95,15 @@ type TaskStoreMock struct {
 			// Fn is the fn argument value.
 			Fn func(*task.Task) error
 		}
+		// DeleteFinished holds details about calls to the DeleteFinished method.
+		DeleteFinished []struct {
+			// Ctx is the ctx argument value.
+			Ctx context.Context
+			// Before is the before argument value.
+			Before time.Time
+			// Limit is the limit argument value.
+			Limit int
+		}
 		// Get holds details about calls to the Get method.
 		Get []struct {
 			// Ctx is the ctx argument value.
@@ -102,6 +123,13 @@ type TaskStoreMock struct {
 			// Ctx is the ctx argument value.
 			Ctx context.Context
 		}
+		// Stranded holds details about calls to the Stranded method.
+		Stranded []struct {
+			// Ctx is the ctx argument value.
+			Ctx context.Context
+			// Q is the q argument value.
+			Q ports.StrandedQuery
+		}
 		// Update holds details about calls to the Update method.
 		Update []struct {
 			// Ctx is the ctx argument value.
@@ -112,12 +140,14 @@ type TaskStoreMock struct {
 			Fn func(*task.Task) error
 		}
 	}
-	lockCreate sync.RWMutex
-	lockDelete sync.RWMutex
-	lockGet    sync.RWMutex
-	lockList   sync.RWMutex
-	lockPing   sync.RWMutex
-	lockUpdate sync.RWMutex
+	lockCreate         sync.RWMutex
+	lockDelete         sync.RWMutex
+	lockDeleteFinished sync.RWMutex
+	lockGet            sync.RWMutex
+	lockList           sync.RWMutex
+	lockPing           sync.RWMutex
+	lockStranded       sync.RWMutex
+	lockUpdate         sync.RWMutex
 }
 
 // Create calls CreateFunc.
@@ -193,6 +223,46 @@ func (mock *TaskStoreMock) DeleteCalls() []struct {
 	mock.lockDelete.RLock()
 	calls = mock.calls.Delete
 	mock.lockDelete.RUnlock()
+	return calls
+}
+
+// DeleteFinished calls DeleteFinishedFunc.
+func (mock *TaskStoreMock) DeleteFinished(ctx context.Context, before time.Time, limit int) (int, error) {
+	if mock.DeleteFinishedFunc == nil {
+		panic("TaskStoreMock.DeleteFinishedFunc: method is nil but TaskStore.DeleteFinished was just called")
+	}
+	callInfo := struct {
+		Ctx    context.Context
+		Before time.Time
+		Limit  int
+	}{
+		Ctx:    ctx,
+		Before: before,
+		Limit:  limit,
+	}
+	mock.lockDeleteFinished.Lock()
+	mock.calls.DeleteFinished = append(mock.calls.DeleteFinished, callInfo)
+	mock.lockDeleteFinished.Unlock()
+	return mock.DeleteFinishedFunc(ctx, before, limit)
+}
+
+// DeleteFinishedCalls gets all the calls that were made to DeleteFinished.
+// Check the length with:
+//
+//	len(mockedTaskStore.DeleteFinishedCalls())
+func (mock *TaskStoreMock) DeleteFinishedCalls() []struct {
+	Ctx    context.Context
+	Before time.Time
+	Limit  int
+} {
+	var calls []struct {
+		Ctx    context.Context
+		Before time.Time
+		Limit  int
+	}
+	mock.lockDeleteFinished.RLock()
+	calls = mock.calls.DeleteFinished
+	mock.lockDeleteFinished.RUnlock()
 	return calls
 }
 
@@ -300,6 +370,42 @@ func (mock *TaskStoreMock) PingCalls() []struct {
 	return calls
 }
 
+// Stranded calls StrandedFunc.
+func (mock *TaskStoreMock) Stranded(ctx context.Context, q ports.StrandedQuery) ([]*task.Task, error) {
+	if mock.StrandedFunc == nil {
+		panic("TaskStoreMock.StrandedFunc: method is nil but TaskStore.Stranded was just called")
+	}
+	callInfo := struct {
+		Ctx context.Context
+		Q   ports.StrandedQuery
+	}{
+		Ctx: ctx,
+		Q:   q,
+	}
+	mock.lockStranded.Lock()
+	mock.calls.Stranded = append(mock.calls.Stranded, callInfo)
+	mock.lockStranded.Unlock()
+	return mock.StrandedFunc(ctx, q)
+}
+
+// StrandedCalls gets all the calls that were made to Stranded.
+// Check the length with:
+//
+//	len(mockedTaskStore.StrandedCalls())
+func (mock *TaskStoreMock) StrandedCalls() []struct {
+	Ctx context.Context
+	Q   ports.StrandedQuery
+} {
+	var calls []struct {
+		Ctx context.Context
+		Q   ports.StrandedQuery
+	}
+	mock.lockStranded.RLock()
+	calls = mock.calls.Stranded
+	mock.lockStranded.RUnlock()
+	return calls
+}
+
 // Update calls UpdateFunc.
 func (mock *TaskStoreMock) Update(ctx context.Context, id string, fn func(*task.Task) error) (*task.Task, error) {
 	if mock.UpdateFunc == nil {
@@ -356,6 +462,9 @@ var _ ports.JobQueue = &JobQueueMock{}
 //			ConsumeFunc: func(ctx context.Context, fn ports.JobFunc) error {
 //				panic("mock out the Consume method")
 //			},
+//			DeliveredBeforeFunc: func(ctx context.Context) (time.Time, error) {
+//				panic("mock out the DeliveredBefore method")
+//			},
 //			PingFunc: func(ctx context.Context) error {
 //				panic("mock out the Ping method")
 //			},
@@ -375,6 +484,9 @@ type JobQueueMock struct {
 	// ConsumeFunc mocks the Consume method.
 	ConsumeFunc func(ctx context.Context, fn ports.JobFunc) error
 
+	// DeliveredBeforeFunc mocks the DeliveredBefore method.
+	DeliveredBeforeFunc func(ctx context.Context) (time.Time, error)
+
 	// PingFunc mocks the Ping method.
 	PingFunc func(ctx context.Context) error
 
@@ -393,6 +505,11 @@ type JobQueueMock struct {
 			// Fn is the fn argument value.
 			Fn ports.JobFunc
 		}
+		// DeliveredBefore holds details about calls to the DeliveredBefore method.
+		DeliveredBefore []struct {
+			// Ctx is the ctx argument value.
+			Ctx context.Context
+		}
 		// Ping holds details about calls to the Ping method.
 		Ping []struct {
 			// Ctx is the ctx argument value.
@@ -406,10 +523,11 @@ type JobQueueMock struct {
 			Jobs []ports.Job
 		}
 	}
-	lockClose   sync.RWMutex
-	lockConsume sync.RWMutex
-	lockPing    sync.RWMutex
-	lockPublish sync.RWMutex
+	lockClose           sync.RWMutex
+	lockConsume         sync.RWMutex
+	lockDeliveredBefore sync.RWMutex
+	lockPing            sync.RWMutex
+	lockPublish         sync.RWMutex
 }
 
 // Close calls CloseFunc.
@@ -472,6 +590,38 @@ func (mock *JobQueueMock) ConsumeCalls() []struct {
 	mock.lockConsume.RLock()
 	calls = mock.calls.Consume
 	mock.lockConsume.RUnlock()
+	return calls
+}
+
+// DeliveredBefore calls DeliveredBeforeFunc.
+func (mock *JobQueueMock) DeliveredBefore(ctx context.Context) (time.Time, error) {
+	if mock.DeliveredBeforeFunc == nil {
+		panic("JobQueueMock.DeliveredBeforeFunc: method is nil but JobQueue.DeliveredBefore was just called")
+	}
+	callInfo := struct {
+		Ctx context.Context
+	}{
+		Ctx: ctx,
+	}
+	mock.lockDeliveredBefore.Lock()
+	mock.calls.DeliveredBefore = append(mock.calls.DeliveredBefore, callInfo)
+	mock.lockDeliveredBefore.Unlock()
+	return mock.DeliveredBeforeFunc(ctx)
+}
+
+// DeliveredBeforeCalls gets all the calls that were made to DeliveredBefore.
+// Check the length with:
+//
+//	len(mockedJobQueue.DeliveredBeforeCalls())
+func (mock *JobQueueMock) DeliveredBeforeCalls() []struct {
+	Ctx context.Context
+} {
+	var calls []struct {
+		Ctx context.Context
+	}
+	mock.lockDeliveredBefore.RLock()
+	calls = mock.calls.DeliveredBefore
+	mock.lockDeliveredBefore.RUnlock()
 	return calls
 }
 
@@ -540,6 +690,374 @@ func (mock *JobQueueMock) PublishCalls() []struct {
 	mock.lockPublish.RLock()
 	calls = mock.calls.Publish
 	mock.lockPublish.RUnlock()
+	return calls
+}
+
+// Ensure, that DeadLetterQueueMock does implement ports.DeadLetterQueue.
+// If this is not the case, regenerate this file with moq.
+var _ ports.DeadLetterQueue = &DeadLetterQueueMock{}
+
+// DeadLetterQueueMock is a mock implementation of ports.DeadLetterQueue.
+//
+//	func TestSomethingThatUsesDeadLetterQueue(t *testing.T) {
+//
+//		// make and configure a mocked ports.DeadLetterQueue
+//		mockedDeadLetterQueue := &DeadLetterQueueMock{
+//			BuryFunc: func(ctx context.Context, d ports.DeadLetter) error {
+//				panic("mock out the Bury method")
+//			},
+//			DeadLetterFunc: func(ctx context.Context, id string) (ports.DeadLetter, error) {
+//				panic("mock out the DeadLetter method")
+//			},
+//			DeadLettersFunc: func(ctx context.Context, after string, limit int) ([]ports.DeadLetter, string, error) {
+//				panic("mock out the DeadLetters method")
+//			},
+//			DiscardFunc: func(ctx context.Context, id string) error {
+//				panic("mock out the Discard method")
+//			},
+//		}
+//
+//		// use mockedDeadLetterQueue in code that requires ports.DeadLetterQueue
+//		// and then make assertions.
+//
+//	}
+type DeadLetterQueueMock struct {
+	// BuryFunc mocks the Bury method.
+	BuryFunc func(ctx context.Context, d ports.DeadLetter) error
+
+	// DeadLetterFunc mocks the DeadLetter method.
+	DeadLetterFunc func(ctx context.Context, id string) (ports.DeadLetter, error)
+
+	// DeadLettersFunc mocks the DeadLetters method.
+	DeadLettersFunc func(ctx context.Context, after string, limit int) ([]ports.DeadLetter, string, error)
+
+	// DiscardFunc mocks the Discard method.
+	DiscardFunc func(ctx context.Context, id string) error
+
+	// calls tracks calls to the methods.
+	calls struct {
+		// Bury holds details about calls to the Bury method.
+		Bury []struct {
+			// Ctx is the ctx argument value.
+			Ctx context.Context
+			// D is the d argument value.
+			D ports.DeadLetter
+		}
+		// DeadLetter holds details about calls to the DeadLetter method.
+		DeadLetter []struct {
+			// Ctx is the ctx argument value.
+			Ctx context.Context
+			// ID is the id argument value.
+			ID string
+		}
+		// DeadLetters holds details about calls to the DeadLetters method.
+		DeadLetters []struct {
+			// Ctx is the ctx argument value.
+			Ctx context.Context
+			// After is the after argument value.
+			After string
+			// Limit is the limit argument value.
+			Limit int
+		}
+		// Discard holds details about calls to the Discard method.
+		Discard []struct {
+			// Ctx is the ctx argument value.
+			Ctx context.Context
+			// ID is the id argument value.
+			ID string
+		}
+	}
+	lockBury        sync.RWMutex
+	lockDeadLetter  sync.RWMutex
+	lockDeadLetters sync.RWMutex
+	lockDiscard     sync.RWMutex
+}
+
+// Bury calls BuryFunc.
+func (mock *DeadLetterQueueMock) Bury(ctx context.Context, d ports.DeadLetter) error {
+	if mock.BuryFunc == nil {
+		panic("DeadLetterQueueMock.BuryFunc: method is nil but DeadLetterQueue.Bury was just called")
+	}
+	callInfo := struct {
+		Ctx context.Context
+		D   ports.DeadLetter
+	}{
+		Ctx: ctx,
+		D:   d,
+	}
+	mock.lockBury.Lock()
+	mock.calls.Bury = append(mock.calls.Bury, callInfo)
+	mock.lockBury.Unlock()
+	return mock.BuryFunc(ctx, d)
+}
+
+// BuryCalls gets all the calls that were made to Bury.
+// Check the length with:
+//
+//	len(mockedDeadLetterQueue.BuryCalls())
+func (mock *DeadLetterQueueMock) BuryCalls() []struct {
+	Ctx context.Context
+	D   ports.DeadLetter
+} {
+	var calls []struct {
+		Ctx context.Context
+		D   ports.DeadLetter
+	}
+	mock.lockBury.RLock()
+	calls = mock.calls.Bury
+	mock.lockBury.RUnlock()
+	return calls
+}
+
+// DeadLetter calls DeadLetterFunc.
+func (mock *DeadLetterQueueMock) DeadLetter(ctx context.Context, id string) (ports.DeadLetter, error) {
+	if mock.DeadLetterFunc == nil {
+		panic("DeadLetterQueueMock.DeadLetterFunc: method is nil but DeadLetterQueue.DeadLetter was just called")
+	}
+	callInfo := struct {
+		Ctx context.Context
+		ID  string
+	}{
+		Ctx: ctx,
+		ID:  id,
+	}
+	mock.lockDeadLetter.Lock()
+	mock.calls.DeadLetter = append(mock.calls.DeadLetter, callInfo)
+	mock.lockDeadLetter.Unlock()
+	return mock.DeadLetterFunc(ctx, id)
+}
+
+// DeadLetterCalls gets all the calls that were made to DeadLetter.
+// Check the length with:
+//
+//	len(mockedDeadLetterQueue.DeadLetterCalls())
+func (mock *DeadLetterQueueMock) DeadLetterCalls() []struct {
+	Ctx context.Context
+	ID  string
+} {
+	var calls []struct {
+		Ctx context.Context
+		ID  string
+	}
+	mock.lockDeadLetter.RLock()
+	calls = mock.calls.DeadLetter
+	mock.lockDeadLetter.RUnlock()
+	return calls
+}
+
+// DeadLetters calls DeadLettersFunc.
+func (mock *DeadLetterQueueMock) DeadLetters(ctx context.Context, after string, limit int) ([]ports.DeadLetter, string, error) {
+	if mock.DeadLettersFunc == nil {
+		panic("DeadLetterQueueMock.DeadLettersFunc: method is nil but DeadLetterQueue.DeadLetters was just called")
+	}
+	callInfo := struct {
+		Ctx   context.Context
+		After string
+		Limit int
+	}{
+		Ctx:   ctx,
+		After: after,
+		Limit: limit,
+	}
+	mock.lockDeadLetters.Lock()
+	mock.calls.DeadLetters = append(mock.calls.DeadLetters, callInfo)
+	mock.lockDeadLetters.Unlock()
+	return mock.DeadLettersFunc(ctx, after, limit)
+}
+
+// DeadLettersCalls gets all the calls that were made to DeadLetters.
+// Check the length with:
+//
+//	len(mockedDeadLetterQueue.DeadLettersCalls())
+func (mock *DeadLetterQueueMock) DeadLettersCalls() []struct {
+	Ctx   context.Context
+	After string
+	Limit int
+} {
+	var calls []struct {
+		Ctx   context.Context
+		After string
+		Limit int
+	}
+	mock.lockDeadLetters.RLock()
+	calls = mock.calls.DeadLetters
+	mock.lockDeadLetters.RUnlock()
+	return calls
+}
+
+// Discard calls DiscardFunc.
+func (mock *DeadLetterQueueMock) Discard(ctx context.Context, id string) error {
+	if mock.DiscardFunc == nil {
+		panic("DeadLetterQueueMock.DiscardFunc: method is nil but DeadLetterQueue.Discard was just called")
+	}
+	callInfo := struct {
+		Ctx context.Context
+		ID  string
+	}{
+		Ctx: ctx,
+		ID:  id,
+	}
+	mock.lockDiscard.Lock()
+	mock.calls.Discard = append(mock.calls.Discard, callInfo)
+	mock.lockDiscard.Unlock()
+	return mock.DiscardFunc(ctx, id)
+}
+
+// DiscardCalls gets all the calls that were made to Discard.
+// Check the length with:
+//
+//	len(mockedDeadLetterQueue.DiscardCalls())
+func (mock *DeadLetterQueueMock) DiscardCalls() []struct {
+	Ctx context.Context
+	ID  string
+} {
+	var calls []struct {
+		Ctx context.Context
+		ID  string
+	}
+	mock.lockDiscard.RLock()
+	calls = mock.calls.Discard
+	mock.lockDiscard.RUnlock()
+	return calls
+}
+
+// Ensure, that LockerMock does implement ports.Locker.
+// If this is not the case, regenerate this file with moq.
+var _ ports.Locker = &LockerMock{}
+
+// LockerMock is a mock implementation of ports.Locker.
+//
+//	func TestSomethingThatUsesLocker(t *testing.T) {
+//
+//		// make and configure a mocked ports.Locker
+//		mockedLocker := &LockerMock{
+//			TryLockFunc: func(ctx context.Context, name string, holder string, ttl time.Duration) (bool, error) {
+//				panic("mock out the TryLock method")
+//			},
+//			UnlockFunc: func(ctx context.Context, name string, holder string) error {
+//				panic("mock out the Unlock method")
+//			},
+//		}
+//
+//		// use mockedLocker in code that requires ports.Locker
+//		// and then make assertions.
+//
+//	}
+type LockerMock struct {
+	// TryLockFunc mocks the TryLock method.
+	TryLockFunc func(ctx context.Context, name string, holder string, ttl time.Duration) (bool, error)
+
+	// UnlockFunc mocks the Unlock method.
+	UnlockFunc func(ctx context.Context, name string, holder string) error
+
+	// calls tracks calls to the methods.
+	calls struct {
+		// TryLock holds details about calls to the TryLock method.
+		TryLock []struct {
+			// Ctx is the ctx argument value.
+			Ctx context.Context
+			// Name is the name argument value.
+			Name string
+			// Holder is the holder argument value.
+			Holder string
+			// TTL is the ttl argument value.
+			TTL time.Duration
+		}
+		// Unlock holds details about calls to the Unlock method.
+		Unlock []struct {
+			// Ctx is the ctx argument value.
+			Ctx context.Context
+			// Name is the name argument value.
+			Name string
+			// Holder is the holder argument value.
+			Holder string
+		}
+	}
+	lockTryLock sync.RWMutex
+	lockUnlock  sync.RWMutex
+}
+
+// TryLock calls TryLockFunc.
+func (mock *LockerMock) TryLock(ctx context.Context, name string, holder string, ttl time.Duration) (bool, error) {
+	if mock.TryLockFunc == nil {
+		panic("LockerMock.TryLockFunc: method is nil but Locker.TryLock was just called")
+	}
+	callInfo := struct {
+		Ctx    context.Context
+		Name   string
+		Holder string
+		TTL    time.Duration
+	}{
+		Ctx:    ctx,
+		Name:   name,
+		Holder: holder,
+		TTL:    ttl,
+	}
+	mock.lockTryLock.Lock()
+	mock.calls.TryLock = append(mock.calls.TryLock, callInfo)
+	mock.lockTryLock.Unlock()
+	return mock.TryLockFunc(ctx, name, holder, ttl)
+}
+
+// TryLockCalls gets all the calls that were made to TryLock.
+// Check the length with:
+//
+//	len(mockedLocker.TryLockCalls())
+func (mock *LockerMock) TryLockCalls() []struct {
+	Ctx    context.Context
+	Name   string
+	Holder string
+	TTL    time.Duration
+} {
+	var calls []struct {
+		Ctx    context.Context
+		Name   string
+		Holder string
+		TTL    time.Duration
+	}
+	mock.lockTryLock.RLock()
+	calls = mock.calls.TryLock
+	mock.lockTryLock.RUnlock()
+	return calls
+}
+
+// Unlock calls UnlockFunc.
+func (mock *LockerMock) Unlock(ctx context.Context, name string, holder string) error {
+	if mock.UnlockFunc == nil {
+		panic("LockerMock.UnlockFunc: method is nil but Locker.Unlock was just called")
+	}
+	callInfo := struct {
+		Ctx    context.Context
+		Name   string
+		Holder string
+	}{
+		Ctx:    ctx,
+		Name:   name,
+		Holder: holder,
+	}
+	mock.lockUnlock.Lock()
+	mock.calls.Unlock = append(mock.calls.Unlock, callInfo)
+	mock.lockUnlock.Unlock()
+	return mock.UnlockFunc(ctx, name, holder)
+}
+
+// UnlockCalls gets all the calls that were made to Unlock.
+// Check the length with:
+//
+//	len(mockedLocker.UnlockCalls())
+func (mock *LockerMock) UnlockCalls() []struct {
+	Ctx    context.Context
+	Name   string
+	Holder string
+} {
+	var calls []struct {
+		Ctx    context.Context
+		Name   string
+		Holder string
+	}
+	mock.lockUnlock.RLock()
+	calls = mock.calls.Unlock
+	mock.lockUnlock.RUnlock()
 	return calls
 }
 

@@ -26,6 +26,7 @@ type Lookup interface {
 type Service struct {
 	store    ports.TaskStore
 	queue    ports.JobQueue
+	dead     ports.DeadLetterQueue
 	handlers Lookup
 	clock    ports.Clock
 	ids      ports.IDGenerator
@@ -39,6 +40,7 @@ type options struct {
 	clock ports.Clock
 	ids   ports.IDGenerator
 	log   *slog.Logger
+	dead  ports.DeadLetterQueue
 }
 
 // WithClock sets the clock (default: the system clock).
@@ -46,6 +48,11 @@ func WithClock(c ports.Clock) Option { return func(o *options) { o.clock = c } }
 
 // WithIDs sets the id generator (default: UUIDv7).
 func WithIDs(g ports.IDGenerator) Option { return func(o *options) { o.ids = g } }
+
+// WithDeadLetters sets where tasks that fail for good are recorded, and
+// where the Service finds them to re-drive. Without it there are no dead
+// letters.
+func WithDeadLetters(d ports.DeadLetterQueue) Option { return func(o *options) { o.dead = d } }
 
 // WithLogger sets the logger (default: slog.Default()).
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.log = l } }
@@ -61,7 +68,7 @@ func buildOptions(opts []Option) options {
 // NewService returns a Service over the given store, queue and handlers.
 func NewService(store ports.TaskStore, queue ports.JobQueue, handlers Lookup, opts ...Option) *Service {
 	o := buildOptions(opts)
-	return &Service{store: store, queue: queue, handlers: handlers, clock: o.clock, ids: o.ids, log: o.log}
+	return &Service{store: store, queue: queue, dead: o.dead, handlers: handlers, clock: o.clock, ids: o.ids, log: o.log}
 }
 
 // Create validates spec and stores a new PENDING task.
@@ -90,7 +97,7 @@ const MaxPageSize = 500
 // List returns one page of tasks, newest first.
 func (s *Service) List(ctx context.Context, q ports.ListQuery) (ports.Page, error) {
 	if q.Status != "" && !q.Status.Valid() {
-		return ports.Page{}, &task.ValidationError{Field: "status", Reason: "must be one of PENDING, QUEUED, RUNNING, DONE, FAILED"}
+		return ports.Page{}, &task.ValidationError{Field: "status", Reason: "must be one of PENDING, QUEUED, RUNNING, DONE, FAILED, CANCELED"}
 	}
 	if q.Limit < 1 || q.Limit > MaxPageSize {
 		return ports.Page{}, &task.ValidationError{Field: "limit", Reason: fmt.Sprintf("must be between 1 and %d", MaxPageSize)}
@@ -116,9 +123,11 @@ func (s *Service) Delete(ctx context.Context, id string) error {
 	return s.store.Delete(ctx, id, (*task.Task).CheckDelete)
 }
 
-// Run queues a PENDING or FAILED task and publishes its job. If the job
-// cannot be published the task goes back to PENDING and Run returns an error
-// matching ports.ErrUnavailable, so the caller can simply try again.
+// Run queues a PENDING, FAILED or CANCELED task and publishes its job. The
+// task is QUEUED in the store before the job is published; if publishing
+// fails (the queue is down, or this process dies first) the task stays
+// QUEUED and the reconciler publishes its job later, so an accepted run is
+// never lost. See docs/adr/0001-delivery-reconciler.md.
 func (s *Service) Run(ctx context.Context, id string) (*task.Task, error) {
 	t, err := s.store.Update(ctx, id, func(t *task.Task) error {
 		if err := s.checkKind(t.Kind, t.Payload); err != nil {
@@ -129,17 +138,68 @@ func (s *Service) Run(ctx context.Context, id string) (*task.Task, error) {
 	if err != nil {
 		return nil, err
 	}
-	if perr := s.queue.Publish(ctx, ports.Job{TaskID: t.ID}); perr != nil {
-		// The task must not stay QUEUED with no job behind it. Undo with a
-		// fresh context: the request's may be what failed.
-		undoCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		if _, uerr := s.store.Update(undoCtx, id, func(t *task.Task) error { return t.Unqueue(s.clock.Now()) }); uerr != nil {
-			s.log.ErrorContext(ctx, "task left QUEUED after publish failure", "task_id", id, "publish_error", perr, "error", uerr)
-		}
-		return nil, fmt.Errorf("run task %s: publish job: %w", id, errors.Join(ports.ErrUnavailable, perr))
+	if err := s.queue.Publish(ctx, ports.Job{TaskID: t.ID}); err != nil {
+		s.log.WarnContext(ctx, "job not published; the reconciler will publish it", "task_id", t.ID, "error", err)
 	}
 	return t, nil
+}
+
+// Cancel cancels a task: at once if it is PENDING or QUEUED, and by asking
+// its worker to stop if it is RUNNING (the task stays RUNNING, with
+// CancelRequested set, until the worker records CANCELED).
+func (s *Service) Cancel(ctx context.Context, id string) (*task.Task, error) {
+	return s.store.Update(ctx, id, func(t *task.Task) error { return t.Cancel(s.clock.Now()) })
+}
+
+// ErrNoDeadLetters is returned by the dead-letter methods of a Service
+// built without WithDeadLetters.
+var ErrNoDeadLetters = errors.New("this opsbox keeps no dead letters")
+
+// DeadLetters lists dead letters, newest first.
+func (s *Service) DeadLetters(ctx context.Context, after string, limit int) ([]ports.DeadLetter, string, error) {
+	if s.dead == nil {
+		return nil, "", ErrNoDeadLetters
+	}
+	if limit < 1 || limit > MaxPageSize {
+		return nil, "", &task.ValidationError{Field: "limit", Reason: fmt.Sprintf("must be between 1 and %d", MaxPageSize)}
+	}
+	return s.dead.DeadLetters(ctx, after, limit)
+}
+
+// RetryDeadLetter re-drives a dead letter: its task is run again (a new
+// round of attempts) and the letter is discarded. A letter whose task was
+// deleted is discarded and reported as not found.
+func (s *Service) RetryDeadLetter(ctx context.Context, id string) (*task.Task, error) {
+	if s.dead == nil {
+		return nil, ErrNoDeadLetters
+	}
+	d, err := s.dead.DeadLetter(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	t, err := s.Run(ctx, d.TaskID)
+	if errors.Is(err, task.ErrNotFound) {
+		_ = s.dead.Discard(ctx, id)
+		return nil, fmt.Errorf("dead letter %s: %w", id, err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := s.dead.Discard(ctx, id); err != nil {
+		s.log.WarnContext(ctx, "task re-driven but its dead letter was not discarded", "dead_letter", id, "error", err)
+	}
+	return t, nil
+}
+
+// DiscardDeadLetter removes a dead letter without running its task.
+func (s *Service) DiscardDeadLetter(ctx context.Context, id string) error {
+	if s.dead == nil {
+		return ErrNoDeadLetters
+	}
+	if _, err := s.dead.DeadLetter(ctx, id); err != nil {
+		return err
+	}
+	return s.dead.Discard(ctx, id)
 }
 
 // Ready checks the store and the queue.

@@ -11,22 +11,23 @@ import (
 // Status is where a task is in its lifecycle.
 type Status string
 
-// The statuses of a task. DONE and FAILED are terminal.
+// The statuses of a task. DONE, FAILED and CANCELED are terminal.
 const (
-	Pending Status = "PENDING"
-	Queued  Status = "QUEUED"
-	Running Status = "RUNNING"
-	Done    Status = "DONE"
-	Failed  Status = "FAILED"
+	Pending  Status = "PENDING"
+	Queued   Status = "QUEUED"
+	Running  Status = "RUNNING"
+	Done     Status = "DONE"
+	Failed   Status = "FAILED"
+	Canceled Status = "CANCELED"
 )
 
 // Statuses lists every status in lifecycle order.
-func Statuses() []Status { return []Status{Pending, Queued, Running, Done, Failed} }
+func Statuses() []Status { return []Status{Pending, Queued, Running, Done, Failed, Canceled} }
 
 // Valid reports whether s is one of the known statuses.
 func (s Status) Valid() bool {
 	switch s {
-	case Pending, Queued, Running, Done, Failed:
+	case Pending, Queued, Running, Done, Failed, Canceled:
 		return true
 	}
 	return false
@@ -34,7 +35,7 @@ func (s Status) Valid() bool {
 
 // Terminal reports whether no further work happens on a task in status s
 // unless a user asks for it.
-func (s Status) Terminal() bool { return s == Done || s == Failed }
+func (s Status) Terminal() bool { return s == Done || s == Failed || s == Canceled }
 
 // Limits and defaults for task fields.
 const (
@@ -46,6 +47,7 @@ const (
 	DefaultKind        = "simulate"
 	DefaultMaxAttempts = 3
 	MaxMaxAttempts     = 25
+	MaxHistory         = 50 // attempts kept in History, oldest dropped first
 )
 
 // Task is one unit of work: what to run (Kind and Payload), where it is in
@@ -61,10 +63,48 @@ type Task struct {
 	CreatedAt   time.Time
 	UpdatedAt   time.Time
 	StartedAt   *time.Time // start of the latest attempt
-	FinishedAt  *time.Time // when the task became DONE or FAILED
+	FinishedAt  *time.Time // when the task became DONE, FAILED or CANCELED
 	Result      json.RawMessage
 	Error       string // the latest attempt's error, if it failed
+
+	// AvailableAt is, while QUEUED, the earliest time the task may start:
+	// a retry waits out its backoff here.
+	AvailableAt time.Time
+	// EnqueuedAt is when the current job was handed to the queue; nil while
+	// QUEUED means no job has been published yet (a retry still in backoff).
+	EnqueuedAt *time.Time
+	// HeartbeatAt is, while RUNNING, the last sign of life of the worker
+	// running the attempt. A task whose heartbeat is older than the lease is
+	// taken back from its worker (see Rescue).
+	HeartbeatAt *time.Time
+	// CancelRequested is set on a RUNNING task that a user canceled; its
+	// worker stops the attempt and records CANCELED.
+	CancelRequested bool
+	// History records the attempts of the task, oldest first.
+	History []Attempt
 }
+
+// Attempt is the record of one attempt.
+type Attempt struct {
+	Number     int // 1-based within its round
+	Worker     string
+	StartedAt  time.Time
+	FinishedAt *time.Time
+	Outcome    Outcome
+	Error      string
+}
+
+// Outcome is how an attempt ended.
+type Outcome string
+
+// Outcomes of attempts. An attempt with no outcome is still running.
+const (
+	Succeeded   Outcome = "succeeded"
+	Errored     Outcome = "failed"
+	Lost        Outcome = "lost"        // its worker stopped responding
+	Interrupted Outcome = "interrupted" // its worker shut down; not counted
+	Stopped     Outcome = "canceled"    // a user canceled the task
+)
 
 // Spec is what a caller supplies to create a task. Zero values take the
 // defaults: kind "simulate", payload {}, max attempts 3.
@@ -160,107 +200,6 @@ func (t *Task) Apply(p Patch, now time.Time) error {
 	}
 	next.UpdatedAt = stamp(now)
 	*t = next
-	return nil
-}
-
-// Enqueue moves a PENDING or FAILED task to QUEUED. On a FAILED task it
-// starts a new round: attempts, result and error are cleared.
-func (t *Task) Enqueue(now time.Time) error {
-	switch t.Status {
-	case Pending, Failed:
-	default:
-		return &TransitionError{ID: t.ID, From: t.Status, Action: "run"}
-	}
-	t.Status = Queued
-	t.Attempts = 0
-	t.Result = nil
-	t.Error = ""
-	t.StartedAt = nil
-	t.FinishedAt = nil
-	t.UpdatedAt = stamp(now)
-	return nil
-}
-
-// Unqueue takes back an Enqueue whose job could not be handed to the queue,
-// so the caller can try again: the task returns to PENDING.
-func (t *Task) Unqueue(now time.Time) error {
-	if t.Status != Queued || t.Attempts != 0 {
-		return &TransitionError{ID: t.ID, From: t.Status, Action: "unqueue"}
-	}
-	t.Status = Pending
-	t.UpdatedAt = stamp(now)
-	return nil
-}
-
-// Start moves a QUEUED task to RUNNING and counts the attempt.
-func (t *Task) Start(now time.Time) error {
-	if t.Status != Queued {
-		return &TransitionError{ID: t.ID, From: t.Status, Action: "start"}
-	}
-	if t.Attempts >= t.MaxAttempts {
-		return &TransitionError{ID: t.ID, From: t.Status, Action: "start another attempt of"}
-	}
-	now = stamp(now)
-	t.Status = Running
-	t.Attempts++
-	t.StartedAt = &now
-	t.Error = ""
-	t.UpdatedAt = now
-	return nil
-}
-
-// Succeed records the result of a RUNNING task and makes it DONE.
-func (t *Task) Succeed(result json.RawMessage, now time.Time) error {
-	if t.Status != Running {
-		return &TransitionError{ID: t.ID, From: t.Status, Action: "complete"}
-	}
-	if len(result) > MaxResultBytes {
-		return t.Fail(ErrResultTooLarge.Error(), false, now)
-	}
-	if len(bytes.TrimSpace(result)) == 0 {
-		result = json.RawMessage("null")
-	} else if !json.Valid(result) {
-		return t.Fail("handler returned a result that is not valid JSON", false, now)
-	} else if hasNUL(result) {
-		return t.Fail("handler returned a result with a NUL character (\\u0000), which cannot be stored", false, now)
-	}
-	now = stamp(now)
-	t.Status = Done
-	t.Result = result
-	t.Error = ""
-	t.FinishedAt = &now
-	t.UpdatedAt = now
-	return nil
-}
-
-// Fail records a failed attempt of a RUNNING task. If retryable is true and
-// attempts remain, the task goes back to QUEUED for another attempt;
-// otherwise it is FAILED. Retried reports which happened.
-func (t *Task) Fail(msg string, retryable bool, now time.Time) error {
-	if t.Status != Running {
-		return &TransitionError{ID: t.ID, From: t.Status, Action: "fail"}
-	}
-	now = stamp(now)
-	t.Error = truncate(cleanText(msg), MaxErrorLen)
-	t.UpdatedAt = now
-	if retryable && t.Attempts < t.MaxAttempts {
-		t.Status = Queued
-		return nil
-	}
-	t.Status = Failed
-	t.FinishedAt = &now
-	return nil
-}
-
-// Retrying reports whether the task failed an attempt and waits for another.
-func (t *Task) Retrying() bool { return t.Status == Queued && t.Attempts > 0 }
-
-// CheckDelete reports whether the task may be deleted: not while it is
-// QUEUED or RUNNING, because its job is in flight.
-func (t *Task) CheckDelete() error {
-	if t.Status == Queued || t.Status == Running {
-		return &TransitionError{ID: t.ID, From: t.Status, Action: "delete"}
-	}
 	return nil
 }
 

@@ -79,6 +79,15 @@ func at(t *testing.T, s task.Status, attempts, maxAttempts int) *task.Task {
 	}
 	tk.Status = s
 	tk.Attempts = attempts
+	switch {
+	case s == task.Running:
+		beat := now
+		tk.HeartbeatAt = &beat
+		tk.History = []task.Attempt{{Number: attempts, Worker: "w0", StartedAt: now}}
+	case s.Terminal():
+		done := now
+		tk.FinishedAt = &done
+	}
 	return tk
 }
 
@@ -86,11 +95,12 @@ func TestTransitions(t *testing.T) {
 	later := now.Add(time.Minute)
 	type step func(*task.Task) error
 	enqueue := func(tk *task.Task) error { return tk.Enqueue(later) }
-	start := func(tk *task.Task) error { return tk.Start(later) }
-	succeed := func(tk *task.Task) error { return tk.Succeed(json.RawMessage(`{"ok":true}`), later) }
-	failRetry := func(tk *task.Task) error { return tk.Fail("boom", true, later) }
-	failFinal := func(tk *task.Task) error { return tk.Fail("boom", false, later) }
-	unqueue := func(tk *task.Task) error { return tk.Unqueue(later) }
+	start := func(tk *task.Task) error { return tk.Start(later, "w1") }
+	succeed := func(tk *task.Task) error { return tk.Succeed(tk.Attempts, json.RawMessage(`{"ok":true}`), later) }
+	failRetry := func(tk *task.Task) error { return tk.Fail(tk.Attempts, "boom", true, later, later) }
+	failFinal := func(tk *task.Task) error { return tk.Fail(tk.Attempts, "boom", false, later, later) }
+	release := func(tk *task.Task) error { return tk.Release(tk.Attempts, later) }
+	cancel := func(tk *task.Task) error { return tk.Cancel(later) }
 
 	tests := []struct {
 		name         string
@@ -103,6 +113,7 @@ func TestTransitions(t *testing.T) {
 	}{
 		{"run pending", task.Pending, 0, 3, enqueue, task.Queued, 0},
 		{"run failed starts a new round", task.Failed, 3, 3, enqueue, task.Queued, 0},
+		{"run canceled starts a new round", task.Canceled, 1, 3, enqueue, task.Queued, 0},
 		{"run queued", task.Queued, 0, 3, enqueue, "", 0},
 		{"run running", task.Running, 1, 3, enqueue, "", 0},
 		{"run done", task.Done, 1, 3, enqueue, "", 0},
@@ -112,6 +123,7 @@ func TestTransitions(t *testing.T) {
 		{"start pending", task.Pending, 0, 3, start, "", 0},
 		{"start running (duplicate job)", task.Running, 1, 3, start, "", 0},
 		{"start done (duplicate job)", task.Done, 1, 3, start, "", 0},
+		{"start canceled (duplicate job)", task.Canceled, 0, 3, start, "", 0},
 		{"succeed running", task.Running, 1, 3, succeed, task.Done, 1},
 		{"succeed queued", task.Queued, 0, 3, succeed, "", 0},
 		{"succeed done twice", task.Done, 1, 3, succeed, "", 0},
@@ -119,9 +131,13 @@ func TestTransitions(t *testing.T) {
 		{"fail on last attempt", task.Running, 3, 3, failRetry, task.Failed, 3},
 		{"permanent failure skips retries", task.Running, 1, 3, failFinal, task.Failed, 1},
 		{"fail done", task.Done, 1, 3, failRetry, "", 0},
-		{"unqueue fresh queued", task.Queued, 0, 3, unqueue, task.Pending, 0},
-		{"unqueue a retry", task.Queued, 1, 3, unqueue, "", 0},
-		{"unqueue running", task.Running, 1, 3, unqueue, "", 0},
+		{"release running does not count the attempt", task.Running, 2, 3, release, task.Queued, 1},
+		{"release queued", task.Queued, 1, 3, release, "", 0},
+		{"cancel pending", task.Pending, 0, 3, cancel, task.Canceled, 0},
+		{"cancel queued", task.Queued, 1, 3, cancel, task.Canceled, 1},
+		{"cancel running only asks", task.Running, 1, 3, cancel, task.Running, 1},
+		{"cancel done", task.Done, 1, 3, cancel, "", 0},
+		{"cancel canceled", task.Canceled, 0, 3, cancel, "", 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -150,32 +166,161 @@ func TestTransitions(t *testing.T) {
 			if tk.Status.Terminal() != (tk.FinishedAt != nil) {
 				t.Errorf("status %s with FinishedAt %v", tk.Status, tk.FinishedAt)
 			}
+			if (tk.Status == task.Running) != (tk.HeartbeatAt != nil) {
+				t.Errorf("status %s with HeartbeatAt %v", tk.Status, tk.HeartbeatAt)
+			}
 		})
 	}
 }
 
 func TestFullRoundWithRetries(t *testing.T) {
 	tk := at(t, task.Pending, 0, 2)
-	steps := []func() error{
-		func() error { return tk.Enqueue(now) },
-		func() error { return tk.Start(now) },
-		func() error { return tk.Fail("first", true, now) },
-		func() error { return tk.Start(now) },
-		func() error { return tk.Fail("second", true, now) },
+	retryAt := now.Add(10 * time.Second)
+	if err := tk.Enqueue(now); err != nil {
+		t.Fatal(err)
 	}
-	for i, s := range steps {
-		if err := s(); err != nil {
-			t.Fatalf("step %d: %v", i, err)
-		}
+	if tk.EnqueuedAt == nil || !tk.AvailableAt.Equal(now) {
+		t.Fatalf("enqueue: available %v enqueued %v", tk.AvailableAt, tk.EnqueuedAt)
+	}
+	if err := tk.Start(now, "w1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := tk.Fail(1, "first", true, retryAt, now); err != nil {
+		t.Fatal(err)
+	}
+	if !tk.Retrying() || tk.EnqueuedAt != nil || !tk.AvailableAt.Equal(retryAt) {
+		t.Fatalf("after a retryable failure: %+v", tk)
+	}
+	if err := tk.Start(retryAt.Add(-time.Millisecond), "w2"); !errors.Is(err, task.ErrIllegalTransition) {
+		t.Fatalf("started before its backoff ended: %v", err)
+	}
+	if err := tk.Start(retryAt, "w2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := tk.Fail(2, "second", true, retryAt, retryAt); err != nil {
+		t.Fatal(err)
 	}
 	if tk.Status != task.Failed || tk.Attempts != 2 || tk.Error != "second" {
 		t.Fatalf("after two failed attempts: %s attempts=%d error=%q", tk.Status, tk.Attempts, tk.Error)
 	}
+	want := []task.Attempt{
+		{Number: 1, Worker: "w1", Outcome: task.Errored, Error: "first"},
+		{Number: 2, Worker: "w2", Outcome: task.Errored, Error: "second"},
+	}
+	if len(tk.History) != len(want) {
+		t.Fatalf("history %+v", tk.History)
+	}
+	for i, w := range want {
+		h := tk.History[i]
+		if h.Number != w.Number || h.Worker != w.Worker || h.Outcome != w.Outcome || h.Error != w.Error || h.FinishedAt == nil {
+			t.Errorf("attempt %d = %+v, want %+v", i, h, w)
+		}
+	}
 	if err := tk.Enqueue(now); err != nil {
 		t.Fatal(err)
 	}
-	if tk.Attempts != 0 || tk.Error != "" || tk.FinishedAt != nil || tk.Result != nil {
-		t.Errorf("re-run did not start a clean round: %+v", tk)
+	if tk.Attempts != 0 || tk.Error != "" || tk.FinishedAt != nil || tk.Result != nil || len(tk.History) != 2 {
+		t.Errorf("re-run did not start a clean round keeping history: %+v", tk)
+	}
+}
+
+func TestStaleAttemptCannotFinish(t *testing.T) {
+	tk := at(t, task.Running, 2, 3)
+	for name, do := range map[string]func() error{
+		"succeed":   func() error { return tk.Succeed(1, json.RawMessage(`{}`), now) },
+		"fail":      func() error { return tk.Fail(1, "x", true, now, now) },
+		"heartbeat": func() error { return tk.Heartbeat(1, now) },
+		"release":   func() error { return tk.Release(1, now) },
+	} {
+		if err := do(); !errors.Is(err, task.ErrIllegalTransition) {
+			t.Errorf("%s of attempt 1 while attempt 2 runs: %v", name, err)
+		}
+	}
+	if tk.Status != task.Running {
+		t.Errorf("a stale attempt changed the task: %s", tk.Status)
+	}
+}
+
+func TestRescue(t *testing.T) {
+	lease := 30 * time.Second
+	tests := []struct {
+		name       string
+		attempts   int
+		beat       time.Duration // heartbeat age
+		cancel     bool
+		wantErr    bool
+		wantStatus task.Status
+	}{
+		{"live worker", 1, 10 * time.Second, false, true, task.Running},
+		{"dead worker, attempts left", 1, time.Minute, false, false, task.Queued},
+		{"dead worker, last attempt", 3, time.Minute, false, false, task.Failed},
+		{"dead worker, cancel requested", 1, time.Minute, true, false, task.Canceled},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tk := at(t, task.Queued, tt.attempts-1, 3)
+			if err := tk.Start(now, "w1"); err != nil {
+				t.Fatal(err)
+			}
+			tk.CancelRequested = tt.cancel
+			at := now.Add(tt.beat)
+			err := tk.Rescue(at, lease)
+			if (err != nil) != tt.wantErr || tk.Status != tt.wantStatus {
+				t.Fatalf("err %v status %s, want err=%v status %s", err, tk.Status, tt.wantErr, tt.wantStatus)
+			}
+			if !tt.wantErr {
+				last := tk.History[len(tk.History)-1]
+				if last.Outcome != task.Lost || !strings.Contains(tk.Error, "stopped responding") {
+					t.Errorf("history %+v error %q", last, tk.Error)
+				}
+				if tk.Status == task.Queued && (tk.EnqueuedAt != nil || tk.AvailableAt.After(at)) {
+					t.Errorf("a rescued task must be due with no job: %+v", tk)
+				}
+			}
+		})
+	}
+}
+
+func TestCancelRunning(t *testing.T) {
+	tk := at(t, task.Queued, 0, 3)
+	if err := tk.Start(now, "w"); err != nil {
+		t.Fatal(err)
+	}
+	if err := tk.Canceled(1, now); !errors.Is(err, task.ErrIllegalTransition) {
+		t.Errorf("Canceled without a request: %v", err)
+	}
+	if err := tk.Cancel(now); err != nil || !tk.CancelRequested || tk.Status != task.Running {
+		t.Fatalf("cancel running: %v %+v", err, tk)
+	}
+	if err := tk.Canceled(1, now); err != nil || tk.Status != task.Canceled || tk.FinishedAt == nil {
+		t.Fatalf("canceled: %v %+v", err, tk)
+	}
+	// A retryable failure of a task whose cancellation was asked for ends it.
+	tk = at(t, task.Queued, 0, 3)
+	_ = tk.Start(now, "w")
+	_ = tk.Cancel(now)
+	if err := tk.Fail(1, "interrupted", true, now, now); err != nil || tk.Status != task.Canceled {
+		t.Errorf("fail after cancel request: %v %s", err, tk.Status)
+	}
+}
+
+func TestHistoryIsBounded(t *testing.T) {
+	tk := at(t, task.Queued, 0, task.MaxMaxAttempts)
+	for round := 0; round < 3; round++ {
+		for i := 1; i <= task.MaxMaxAttempts; i++ {
+			if err := tk.Start(now, "w"); err != nil {
+				t.Fatal(err)
+			}
+			if err := tk.Fail(i, "x", true, now, now); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := tk.Enqueue(now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(tk.History) != task.MaxHistory {
+		t.Errorf("history holds %d attempts, want %d", len(tk.History), task.MaxHistory)
 	}
 }
 
@@ -194,7 +339,7 @@ func TestSucceedResult(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			tk := at(t, task.Running, 1, 3)
-			if err := tk.Succeed(tt.result, now); err != nil {
+			if err := tk.Succeed(1, tt.result, now); err != nil {
 				t.Fatal(err)
 			}
 			if tk.Status != tt.wantStatus || string(tk.Result) != tt.wantResult {
@@ -243,7 +388,7 @@ func TestApply(t *testing.T) {
 
 func TestFailTruncatesLongErrors(t *testing.T) {
 	tk := at(t, task.Running, 1, 1)
-	if err := tk.Fail(strings.Repeat("é", task.MaxErrorLen), false, now); err != nil {
+	if err := tk.Fail(1, strings.Repeat("é", task.MaxErrorLen), false, now, now); err != nil {
 		t.Fatal(err)
 	}
 	if len(tk.Error) > task.MaxErrorLen || !strings.HasPrefix(tk.Error, "é") {
@@ -272,14 +417,14 @@ func TestNULCharacters(t *testing.T) {
 		t.Errorf("escaped backslash refused: %v", err)
 	}
 	tk := at(t, task.Running, 1, 3)
-	if err := tk.Succeed(json.RawMessage(`{"out":"\u0000"}`), now); err != nil || tk.Status != task.Failed {
+	if err := tk.Succeed(1, json.RawMessage(`{"out":"\u0000"}`), now); err != nil || tk.Status != task.Failed {
 		t.Errorf("result with NUL: %v, status %s", err, tk.Status)
 	}
 }
 
 func TestFailCleansErrorText(t *testing.T) {
 	tk := at(t, task.Running, 1, 1)
-	if err := tk.Fail("bad\x00byte \xff here", false, now); err != nil {
+	if err := tk.Fail(1, "bad\x00byte \xff here", false, now, now); err != nil {
 		t.Fatal(err)
 	}
 	if strings.ContainsRune(tk.Error, 0) || !utf8.ValidString(tk.Error) || !strings.HasPrefix(tk.Error, "badbyte") {

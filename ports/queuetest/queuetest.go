@@ -13,8 +13,13 @@
 //     Consume returns nil only after every JobFunc call has returned;
 //   - many jobs published from several goroutines all arrive, none twice
 //     (a duplicate is allowed only after a failure);
+//   - DeliveredBefore is about now when nothing waits, no later than the
+//     publish time of a job no consumer has received, and moves past a
+//     job once a consumer has received it;
 //   - Ping answers; Close succeeds, and a closed queue refuses Publish and
 //     Consume rather than dropping jobs silently.
+//
+// ExerciseDeadLetters is the contract suite for ports.DeadLetterQueue.
 //
 // The suite uses the standard library only, like the rest of the root
 // module. Every wait is bounded by Timeout and fails with what was missing;
@@ -37,6 +42,10 @@ import (
 
 // Timeout bounds every wait of the suite.
 const Timeout = 10 * time.Second
+
+// Skew is how far from this process's clock an answer of DeliveredBefore
+// that means "now" may be, for an adapter that reads its server's clock.
+const Skew = time.Second
 
 // Config is what a subtest asks of the queue it builds.
 type Config struct {
@@ -89,6 +98,15 @@ func Exercise(t *testing.T, newQueue NewQueue) {
 	t.Run("ManyJobsFromManyPublishers", func(t *testing.T) {
 		t.Parallel()
 		testMany(t, newQueue)
+	})
+	t.Run("DeliveredBeforeWithNothingPublished", func(t *testing.T) {
+		t.Parallel()
+		q, _ := open(t, newQueue, Config{Concurrency: 1})
+		checkNow(t, q, "with nothing published")
+	})
+	t.Run("DeliveredBeforeFollowsDelivery", func(t *testing.T) {
+		t.Parallel()
+		testDeliveredBefore(t, newQueue)
 	})
 	t.Run("Ping", func(t *testing.T) {
 		t.Parallel()
@@ -356,6 +374,84 @@ func testStop(t *testing.T, newQueue NewQueue) {
 	rec.checkExactlyOnce(t, append(jobs, sentinel))
 }
 
+func testDeliveredBefore(t *testing.T, newQueue NewQueue) {
+	q, _ := open(t, newQueue, Config{Concurrency: 1})
+	rec := newRecorder()
+	record := func(_ context.Context, job ports.Job) error {
+		rec.record(job)
+		return nil
+	}
+
+	// Published with no consumer running: not delivered.
+	first := numbered("first", 3, nil)
+	publish(t, q, first...)
+	firstAt := time.Now()
+	if got := deliveredBefore(t, q); got.After(firstAt) {
+		t.Errorf("no consumer ran, yet DeliveredBefore is %v, after the jobs were published (%v)",
+			got.Format(time.RFC3339Nano), firstAt.Format(time.RFC3339Nano))
+	}
+
+	// Received by a consumer: delivered.
+	c := startConsume(t, q, record)
+	rec.waitAll(t, first)
+	c.stop(t)
+	if got := deliveredBefore(t, q); got.Before(firstAt) {
+		t.Errorf("every job was received, yet DeliveredBefore is %v, before they were published (%v)",
+			got.Format(time.RFC3339Nano), firstAt.Format(time.RFC3339Nano))
+	}
+	checkNow(t, q, "once every job was received")
+
+	// A later job waits: the answer lies between the two publications.
+	// The gap lets a millisecond clock tell them apart.
+	for time.Since(firstAt) < 5*time.Millisecond {
+		time.Sleep(time.Millisecond)
+	}
+	second := ports.Job{TaskID: "second"}
+	publish(t, q, second)
+	secondAt := time.Now()
+	got := deliveredBefore(t, q)
+	if got.After(secondAt) {
+		t.Errorf("the second job waits, yet DeliveredBefore is %v, after it was published (%v)",
+			got.Format(time.RFC3339Nano), secondAt.Format(time.RFC3339Nano))
+	}
+	if !got.After(firstAt) {
+		t.Errorf("the first jobs were received, yet DeliveredBefore is %v, not after they were published (%v)",
+			got.Format(time.RFC3339Nano), firstAt.Format(time.RFC3339Nano))
+	}
+
+	c = startConsume(t, q, record)
+	rec.waitAll(t, []ports.Job{second})
+	c.stop(t)
+	if got := deliveredBefore(t, q); got.Before(secondAt) {
+		t.Errorf("every job was received, yet DeliveredBefore is %v, before the last was published (%v)",
+			got.Format(time.RFC3339Nano), secondAt.Format(time.RFC3339Nano))
+	}
+	rec.checkExactlyOnce(t, append(first, second))
+}
+
+func deliveredBefore(t *testing.T, q ports.JobQueue) time.Time {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), Timeout)
+	defer cancel()
+	got, err := q.DeliveredBefore(ctx)
+	if err != nil {
+		t.Fatalf("DeliveredBefore: %v", err)
+	}
+	return got
+}
+
+// checkNow checks that DeliveredBefore answers about now.
+func checkNow(t *testing.T, q ports.JobQueue, when string) {
+	t.Helper()
+	before := time.Now()
+	got := deliveredBefore(t, q)
+	after := time.Now()
+	if got.Before(before.Add(-Skew)) || got.After(after.Add(Skew)) {
+		t.Errorf("%s, DeliveredBefore is %v, want about now (%v)",
+			when, got.Format(time.RFC3339Nano), after.Format(time.RFC3339Nano))
+	}
+}
+
 func testMany(t *testing.T, newQueue NewQueue) {
 	const publishers, perPublisher = 5, 100
 	q, _ := open(t, newQueue, Config{Concurrency: 4})
@@ -393,7 +489,12 @@ func testMany(t *testing.T, newQueue NewQueue) {
 	if t.Failed() {
 		t.FailNow()
 	}
+	publishedAt := time.Now()
 	rec.waitAll(t, all)
+	if got := deliveredBefore(t, q); got.Before(publishedAt) {
+		t.Errorf("every job was received, yet DeliveredBefore is %v, before the last was published (%v)",
+			got.Format(time.RFC3339Nano), publishedAt.Format(time.RFC3339Nano))
+	}
 	c.stop(t)
 	rec.checkExactlyOnce(t, all)
 }

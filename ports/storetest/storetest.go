@@ -1,12 +1,15 @@
-// Package storetest is the contract suite for ports.TaskStore: every
-// implementation runs Exercise from its own tests, so they all behave the way
-// the lifecycle relies on — in particular that Update serializes concurrent
-// updates of one task, which is what stops a job delivered twice from
-// running twice.
+// Package storetest is the contract suite for ports.TaskStore and
+// ports.Locker: every implementation runs Exercise (and ExerciseLocker) from
+// its own tests, so they all behave the way the lifecycle relies on — in
+// particular that Update serializes concurrent updates of one task, which is
+// what stops a job delivered twice from running twice, and that one holder
+// at a time has a lock.
 package storetest
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,7 +20,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/opsbox/opsbox/core/lifecycle"
 	"github.com/opsbox/opsbox/core/task"
 	"github.com/opsbox/opsbox/ports"
 )
@@ -119,23 +121,30 @@ func Exercise(t *testing.T, newStore func(t *testing.T) ports.TaskStore) {
 		want.MaxAttempts = maxAttempts
 		want.Status = task.Queued
 		want.UpdatedAt = later.UTC()
+		want.AvailableAt = later.UTC()
+		want.EnqueuedAt = ptr(later.UTC())
 		assertTask(t, got, want)
 		assertTask(t, mustGet(t, s, orig.ID), want)
 
 		// A second update sees the first one's result.
+		startedAt := later.Add(time.Second)
 		got, err = s.Update(ctx, orig.ID, func(tk *task.Task) error {
 			if tk.Status != task.Queued {
 				return fmt.Errorf("fn saw status %s, want QUEUED", tk.Status)
 			}
-			return tk.Start(later.Add(time.Second))
+			return tk.Start(startedAt, "worker-1")
 		})
 		if err != nil {
 			t.Fatalf("second Update: %v", err)
 		}
-		if got.Status != task.Running || got.Attempts != 1 || got.StartedAt == nil {
-			t.Errorf("after Start: status %s, attempts %d, started_at %v; want RUNNING, 1, set", got.Status, got.Attempts, got.StartedAt)
-		}
-		assertTask(t, mustGet(t, s, orig.ID), got)
+		want.Status = task.Running
+		want.Attempts = 1
+		want.StartedAt = ptr(startedAt)
+		want.HeartbeatAt = ptr(startedAt)
+		want.UpdatedAt = startedAt
+		want.History = []task.Attempt{{Number: 1, Worker: "worker-1", StartedAt: startedAt}}
+		assertTask(t, got, want)
+		assertTask(t, mustGet(t, s, orig.ID), want)
 	})
 
 	t.Run("UpdateFnErrorSavesNothing", func(t *testing.T) {
@@ -158,7 +167,7 @@ func Exercise(t *testing.T, newStore func(t *testing.T) ports.TaskStore) {
 		assertTask(t, mustGet(t, s, orig.ID), orig)
 
 		// A domain error keeps its type and its matching.
-		_, err = s.Update(ctx, orig.ID, func(tk *task.Task) error { return tk.Start(baseTime()) })
+		_, err = s.Update(ctx, orig.ID, func(tk *task.Task) error { return tk.Start(baseTime(), "worker-1") })
 		var te *task.TransitionError
 		if !errors.As(err, &te) || !errors.Is(err, task.ErrIllegalTransition) {
 			t.Fatalf("Update error = %v, want the *task.TransitionError fn returned", err)
@@ -327,7 +336,7 @@ func Exercise(t *testing.T, newStore func(t *testing.T) ports.TaskStore) {
 			wg.Go(func() {
 				<-start
 				_, errs[i] = s.Update(ctx, tk.ID, func(tk *task.Task) error {
-					if err := tk.Start(baseTime().Add(time.Duration(i+1) * time.Second)); err != nil {
+					if err := tk.Start(baseTime().Add(time.Duration(i+1)*time.Second), fmt.Sprintf("worker-%d", i)); err != nil {
 						return err
 					}
 					// Widen the window between read and write, so a store
@@ -404,9 +413,9 @@ func Exercise(t *testing.T, newStore func(t *testing.T) ports.TaskStore) {
 				now := baseTime().Add(time.Hour)
 				steps := []func(*task.Task) error{
 					func(tk *task.Task) error { return tk.Enqueue(now) },
-					func(tk *task.Task) error { return tk.Start(now) },
+					func(tk *task.Task) error { return tk.Start(now, fmt.Sprintf("worker-%d", i)) },
 					func(tk *task.Task) error {
-						return tk.Succeed(json.RawMessage(fmt.Sprintf(`{"task":%d}`, i)), now)
+						return tk.Succeed(1, json.RawMessage(fmt.Sprintf(`{"task":%d}`, i)), now)
 					},
 				}
 				for _, step := range steps {
@@ -428,6 +437,234 @@ func Exercise(t *testing.T, newStore func(t *testing.T) ports.TaskStore) {
 				t.Errorf("task %d: status %s, attempts %d; want DONE, 1", i, got.Status, got.Attempts)
 			}
 			assertJSON(t, "result of task "+tk.ID, got.Result, json.RawMessage(fmt.Sprintf(`{"task":%d}`, i)))
+		}
+	})
+
+	t.Run("UpdateRoundTripsEveryField", func(t *testing.T) {
+		t.Parallel()
+		ctx := testContext(t)
+		s := newStore(t)
+		all := roundTripTasks(t)
+		orig := all[0]
+		mustCreate(t, s, orig)
+		// Every other round-trip task's fields, in turn, written over the
+		// first one by Update: each field set, changed and cleared again.
+		for _, next := range slices.Concat(all[1:], all[:1]) {
+			want := clone(next)
+			want.ID = orig.ID
+			want.CreatedAt = orig.CreatedAt
+			got, err := s.Update(ctx, orig.ID, func(tk *task.Task) error {
+				*tk = *clone(want)
+				return nil
+			})
+			if err != nil {
+				t.Fatalf("Update to the fields of %q: %v", next.Title, err)
+			}
+			assertTask(t, got, want)
+			assertTask(t, mustGet(t, s, orig.ID), want)
+		}
+	})
+
+	t.Run("Stranded", func(t *testing.T) {
+		t.Parallel()
+		ctx := testContext(t)
+		s := newStore(t)
+		b := baseTime()
+		m := func(n int) time.Time { return b.Add(time.Duration(n) * time.Minute) }
+		pm := func(n int) *time.Time { return ptr(m(n)) }
+		q := ports.StrandedQuery{Now: m(60), EnqueuedBefore: m(30), HeartbeatBefore: m(50)}
+
+		// Every case is one task; want is its place in the result (oldest
+		// first, counting from 1), 0 if it must not be returned. The
+		// times are chosen so that ranking a QUEUED task by when it became
+		// available or by when its job was published gives the same order.
+		cases := []struct {
+			name      string
+			status    task.Status
+			available time.Time
+			enqueued  *time.Time
+			heartbeat *time.Time
+			cancel    bool
+			want      int
+		}{
+			{name: "queued, never published, available", status: task.Queued, available: m(10), want: 1},
+			{name: "running, heartbeat before HeartbeatBefore", status: task.Running, available: m(1), enqueued: pm(1), heartbeat: pm(15), want: 2},
+			{name: "queued, published before EnqueuedBefore", status: task.Queued, available: m(20), enqueued: pm(20), want: 3},
+			{name: "queued retry, published before EnqueuedBefore", status: task.Queued, available: m(22), enqueued: pm(25), want: 4},
+			{name: "running, old heartbeat, cancel requested", status: task.Running, available: m(2), heartbeat: pm(40), cancel: true, want: 5},
+			{name: "queued, never published, available exactly at Now", status: task.Queued, available: m(60), want: 6},
+
+			{name: "queued, never published, not yet available", status: task.Queued, available: m(61)},
+			{name: "queued, published recently", status: task.Queued, available: m(35), enqueued: pm(35)},
+			{name: "queued, published exactly at EnqueuedBefore", status: task.Queued, available: m(30), enqueued: pm(30)},
+			{name: "queued, published long ago, not yet available", status: task.Queued, available: m(70), enqueued: pm(5)},
+			{name: "queued, published recently, stale heartbeat", status: task.Queued, available: m(35), enqueued: pm(35), heartbeat: pm(1)},
+			{name: "running, fresh heartbeat", status: task.Running, available: m(1), heartbeat: pm(55)},
+			{name: "running, heartbeat exactly at HeartbeatBefore", status: task.Running, available: m(1), heartbeat: pm(50)},
+			{name: "running, fresh heartbeat, never published", status: task.Running, available: m(1), heartbeat: pm(55)},
+			{name: "pending", status: task.Pending, available: m(1)},
+			{name: "pending, zero times", status: task.Pending},
+			{name: "done", status: task.Done, available: m(1), enqueued: pm(1), heartbeat: pm(1)},
+			{name: "failed", status: task.Failed, available: m(1), heartbeat: pm(1)},
+			{name: "canceled", status: task.Canceled, available: m(1), enqueued: pm(1)},
+		}
+
+		if got, err := s.Stranded(ctx, ports.StrandedQuery{Now: q.Now, EnqueuedBefore: q.EnqueuedBefore, HeartbeatBefore: q.HeartbeatBefore, Limit: 10}); err != nil || len(got) != 0 {
+			t.Fatalf("Stranded on an empty store = %d tasks, %v; want none, nil", len(got), err)
+		}
+
+		nWant := 0
+		for _, c := range cases {
+			if c.want > 0 {
+				nWant++
+			}
+		}
+		want := make([]*task.Task, nWant)
+		names := map[string]string{}
+		for i, c := range cases {
+			// Ids in the opposite order to the expected result, so that
+			// the order cannot come from the ids.
+			tk := newTask(t, fmt.Sprintf("0190a000-0000-7000-8000-%012d", 100-i), c.name)
+			tk.Status = c.status
+			tk.AvailableAt = c.available
+			tk.EnqueuedAt = c.enqueued
+			tk.HeartbeatAt = c.heartbeat
+			tk.CancelRequested = c.cancel
+			switch c.status {
+			case task.Running:
+				tk.Attempts = 1
+				tk.StartedAt = ptr(c.available)
+				tk.History = []task.Attempt{{Number: 1, Worker: "w", StartedAt: c.available}}
+			case task.Done, task.Failed, task.Canceled:
+				tk.FinishedAt = pm(2)
+			}
+			mustCreate(t, s, tk)
+			names[tk.ID] = c.name
+			if c.want > 0 {
+				want[c.want-1] = tk
+			}
+		}
+		describe := func(ts []*task.Task) []string {
+			out := make([]string, len(ts))
+			for i, tk := range ts {
+				out[i] = names[tk.ID]
+			}
+			return out
+		}
+		for _, limit := range []int{1, 2, 3, 5, len(want), len(want) + 1, 100} {
+			q.Limit = limit
+			got, err := s.Stranded(ctx, q)
+			if err != nil {
+				t.Fatalf("Stranded(limit %d): %v", limit, err)
+			}
+			wantN := want[:min(limit, len(want))]
+			if !slices.Equal(ids(got), ids(wantN)) {
+				t.Errorf("Stranded(limit %d) returned\n%q\nwant, oldest first,\n%q", limit, describe(got), describe(wantN))
+				continue
+			}
+			for i := range got {
+				assertTask(t, got[i], wantN[i])
+			}
+		}
+
+		for _, limit := range []int{0, -1} {
+			q.Limit = limit
+			if got, err := s.Stranded(ctx, q); err == nil {
+				t.Errorf("Stranded(limit %d) = %d tasks, nil; want an error", limit, len(got))
+			}
+		}
+	})
+
+	t.Run("DeleteFinished", func(t *testing.T) {
+		t.Parallel()
+		ctx := testContext(t)
+		s := newStore(t)
+		b := baseTime()
+		m := func(n int) *time.Time { return ptr(b.Add(time.Duration(n) * time.Minute)) }
+		before := *m(60)
+
+		if n, err := s.DeleteFinished(ctx, before, 10); err != nil || n != 0 {
+			t.Fatalf("DeleteFinished on an empty store = %d, %v; want 0, nil", n, err)
+		}
+
+		cases := []struct {
+			status   task.Status
+			finished *time.Time
+			deleted  bool
+		}{
+			{task.Done, m(10), true},
+			{task.Canceled, m(30), true},
+			{task.Failed, m(20), true},
+			{task.Done, m(50), true},
+			{task.Canceled, m(59), true},
+			{task.Done, m(60), false}, // exactly at before
+			{task.Failed, m(70), false},
+			{task.Canceled, m(90), false},
+			// Never deleted, whatever their finished_at says.
+			{task.Pending, m(1), false},
+			{task.Queued, m(1), false},
+			{task.Running, m(1), false},
+			{task.Pending, nil, false},
+			{task.Queued, nil, false},
+		}
+		eligible := map[string]bool{}
+		var kept []*task.Task
+		for i, c := range cases {
+			tk := newTask(t, newID(), fmt.Sprintf("%s finished %v", c.status, c.finished))
+			tk.Status = c.status
+			tk.FinishedAt = c.finished
+			tk.AvailableAt = b
+			if c.status == task.Running {
+				tk.Attempts = 1
+				tk.StartedAt = m(0)
+				tk.HeartbeatAt = m(i)
+			}
+			mustCreate(t, s, tk)
+			if c.deleted {
+				eligible[tk.ID] = true
+			} else {
+				kept = append(kept, tk)
+			}
+		}
+
+		for _, limit := range []int{0, -1} {
+			if n, err := s.DeleteFinished(ctx, before, limit); err == nil {
+				t.Errorf("DeleteFinished(limit %d) = %d, nil; want an error", limit, n)
+			}
+		}
+
+		// Bounded steps of 2 drain the 5 eligible tasks: 2, 2, 1, then 0.
+		total := 0
+		for i, want := range []int{2, 2, 1, 0, 0} {
+			n, err := s.DeleteFinished(ctx, before, 2)
+			if err != nil {
+				t.Fatalf("DeleteFinished call %d: %v", i+1, err)
+			}
+			if n != want {
+				t.Errorf("DeleteFinished call %d deleted %d tasks, want %d", i+1, n, want)
+			}
+			total += n
+			gone := 0
+			for id := range eligible {
+				if _, err := s.Get(ctx, id); errors.Is(err, task.ErrNotFound) {
+					gone++
+				} else if err != nil {
+					t.Fatalf("Get(%s): %v", id, err)
+				}
+			}
+			if gone != total {
+				t.Errorf("after DeleteFinished call %d: %d eligible tasks gone, but %d reported deleted", i+1, gone, total)
+			}
+		}
+		for _, tk := range kept {
+			assertTask(t, mustGet(t, s, tk.ID), tk)
+		}
+		page, err := s.List(ctx, ports.ListQuery{Limit: 100})
+		if err != nil {
+			t.Fatalf("List: %v", err)
+		}
+		if len(page.Tasks) != len(kept) {
+			t.Errorf("%d tasks left, want the %d not eligible", len(page.Tasks), len(kept))
 		}
 	})
 
@@ -461,61 +698,105 @@ func newTask(t *testing.T, id, title string) *task.Task {
 	return tk
 }
 
-// roundTripTasks covers every field, both with and without the optional ones.
+// roundTripTasks covers every field, both with and without the optional
+// ones, in every status.
 func roundTripTasks(t *testing.T) []*task.Task {
 	t.Helper()
-	ids := lifecycle.UUIDv7{}
-	pending, err := task.New(ids.NewID(), task.Spec{
+	mk := func(spec task.Spec) *task.Task {
+		t.Helper()
+		tk, err := task.New(newID(), spec, baseTime())
+		if err != nil {
+			t.Fatalf("task.New: %v", err)
+		}
+		return tk
+	}
+	at := func(d time.Duration) *time.Time { return ptr(baseTime().Add(d)) }
+
+	// PENDING straight from task.New: AvailableAt is the zero time.
+	pending := mk(task.Spec{
 		Title:   "  Pending ünïcødé — 日本語  ",
 		Payload: json.RawMessage(`{"z": 1, "a": [1, 2.5, "x", null, true, {"nested": {"deep": "\u00e9\"quote\\"}}], "empty": {}}`),
-	}, baseTime())
-	if err != nil {
-		t.Fatalf("task.New: %v", err)
-	}
+	})
 
-	done, err := task.New(ids.NewID(), task.Spec{Title: "done", Kind: "kind.with-chars_1", MaxAttempts: 5}, baseTime())
-	if err != nil {
-		t.Fatalf("task.New: %v", err)
-	}
-	started := baseTime().Add(3*time.Second + 7*time.Nanosecond)
-	finished := baseTime().Add(5*time.Second + 999999999*time.Nanosecond)
+	started := at(3*time.Second + 7*time.Nanosecond)
+	finished := at(5*time.Second + 999999999*time.Nanosecond)
+
+	done := mk(task.Spec{Title: "done", Kind: "kind.with-chars_1", MaxAttempts: 5})
 	done.Status = task.Done
 	done.Attempts = 2
-	done.StartedAt = &started
-	done.FinishedAt = &finished
-	done.UpdatedAt = finished
+	done.StartedAt = started
+	done.FinishedAt = finished
+	done.UpdatedAt = *finished
+	done.AvailableAt = *at(time.Second + 1)
+	done.EnqueuedAt = at(time.Second + 2)
 	done.Result = json.RawMessage(`{"ok":true,"items":[1,2,3],"msg":"l'été"}`)
-
-	failed, err := task.New(ids.NewID(), task.Spec{Title: "failed", MaxAttempts: 1}, baseTime())
-	if err != nil {
-		t.Fatalf("task.New: %v", err)
+	done.History = []task.Attempt{
+		{Number: 1, Worker: "host-a/4242", StartedAt: *at(time.Second + 3), FinishedAt: at(2*time.Second + 4), Outcome: task.Errored, Error: "first try: 'quoted' \"double\" \\ back\nnewline ünï"},
+		{Number: 2, Worker: "host-b/7", StartedAt: *started, FinishedAt: finished, Outcome: task.Succeeded},
 	}
+
+	failed := mk(task.Spec{Title: "failed", MaxAttempts: 1})
 	failed.Status = task.Failed
 	failed.Attempts = 1
-	failed.StartedAt = &started
-	failed.FinishedAt = &finished
+	failed.StartedAt = started
+	failed.FinishedAt = finished
+	failed.AvailableAt = *at(-time.Hour)
 	failed.Result = json.RawMessage(`null`) // a JSON null, not a missing result
 	failed.Error = "boom: 'quoted' \"double\" \\ back\nnewline"
-	failed.UpdatedAt = finished
+	failed.UpdatedAt = *finished
+	failed.History = []task.Attempt{{Number: 1, Worker: "w", StartedAt: *started, FinishedAt: finished, Outcome: task.Lost, Error: failed.Error}}
 
-	running, err := task.New(ids.NewID(), task.Spec{Title: "running"}, baseTime())
-	if err != nil {
-		t.Fatalf("task.New: %v", err)
-	}
+	running := mk(task.Spec{Title: "running"})
 	running.Status = task.Running
 	running.Attempts = 1
-	running.StartedAt = &started
-	running.UpdatedAt = started
-	return []*task.Task{pending, done, failed, running}
+	running.StartedAt = started
+	running.UpdatedAt = *started
+	running.AvailableAt = *at(time.Second)
+	running.EnqueuedAt = at(2 * time.Second)
+	running.HeartbeatAt = at(4*time.Second + 1500*time.Nanosecond)
+	running.CancelRequested = true
+	running.History = []task.Attempt{
+		{Number: 1, Worker: "", StartedAt: *at(0), FinishedAt: at(time.Millisecond), Outcome: task.Interrupted, Error: "worker shut down"},
+		{Number: 1, Worker: "worker-日本", StartedAt: *started}, // still running: no FinishedAt, no outcome
+	}
+
+	// QUEUED for a retry in backoff: available later, no job published yet.
+	retrying := mk(task.Spec{Title: "retrying", MaxAttempts: 3})
+	retrying.Status = task.Queued
+	retrying.Attempts = 1
+	retrying.StartedAt = started
+	retrying.AvailableAt = *at(time.Hour + 123456789)
+	retrying.Error = "transient"
+	retrying.UpdatedAt = *finished
+	retrying.History = []task.Attempt{{Number: 1, Worker: "w-1", StartedAt: *started, FinishedAt: finished, Outcome: task.Errored, Error: "transient"}}
+
+	// QUEUED with its job published.
+	queued := mk(task.Spec{Title: "queued"})
+	queued.Status = task.Queued
+	queued.AvailableAt = *at(time.Minute)
+	queued.EnqueuedAt = at(time.Minute + time.Microsecond)
+	queued.UpdatedAt = *at(time.Minute)
+
+	canceled := mk(task.Spec{Title: "canceled"})
+	canceled.Status = task.Canceled
+	canceled.Attempts = 1
+	canceled.StartedAt = started
+	canceled.FinishedAt = finished
+	canceled.AvailableAt = *at(time.Second)
+	canceled.UpdatedAt = *finished
+	canceled.CancelRequested = true
+	canceled.Error = "canceled by request"
+	canceled.History = []task.Attempt{{Number: 1, Worker: "w", StartedAt: *started, FinishedAt: finished, Outcome: task.Stopped, Error: "canceled by request"}}
+
+	return []*task.Task{pending, done, failed, running, retrying, queued, canceled}
 }
 
 // createMany creates n tasks with UUIDv7 ids, letting edit change each first.
 func createMany(t *testing.T, s ports.TaskStore, n int, edit func(i int, tk *task.Task)) []*task.Task {
 	t.Helper()
-	ids := lifecycle.UUIDv7{}
 	all := make([]*task.Task, n)
 	for i := range n {
-		tk := newTask(t, ids.NewID(), fmt.Sprintf("task %d", i))
+		tk := newTask(t, newID(), fmt.Sprintf("task %d", i))
 		tk.CreatedAt = tk.CreatedAt.Add(time.Duration(i) * time.Millisecond)
 		tk.UpdatedAt = tk.CreatedAt
 		if edit != nil {
@@ -610,15 +891,39 @@ func clone(tk *task.Task) *task.Task {
 	c := *tk
 	c.Payload = slices.Clone(tk.Payload)
 	c.Result = slices.Clone(tk.Result)
-	if tk.StartedAt != nil {
-		s := *tk.StartedAt
-		c.StartedAt = &s
-	}
-	if tk.FinishedAt != nil {
-		f := *tk.FinishedAt
-		c.FinishedAt = &f
+	c.StartedAt = clonePtr(tk.StartedAt)
+	c.FinishedAt = clonePtr(tk.FinishedAt)
+	c.EnqueuedAt = clonePtr(tk.EnqueuedAt)
+	c.HeartbeatAt = clonePtr(tk.HeartbeatAt)
+	c.History = slices.Clone(tk.History)
+	for i := range c.History {
+		c.History[i].FinishedAt = clonePtr(c.History[i].FinishedAt)
 	}
 	return &c
+}
+
+func clonePtr[T any](p *T) *T {
+	if p == nil {
+		return nil
+	}
+	v := *p
+	return &v
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// newID returns an RFC 9562 version 7 UUID, as opsbox makes task ids.
+func newID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	ms := uint64(time.Now().UnixMilli())
+	for i := range 6 {
+		b[i] = byte(ms >> (8 * (5 - i)))
+	}
+	b[6] = 0x70 | (b[6] & 0x0f)
+	b[8] = 0x80 | (b[8] & 0x3f)
+	h := hex.EncodeToString(b[:])
+	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
 }
 
 // assertTask compares every field. JSON compares by value (a store may
@@ -653,6 +958,25 @@ func assertTask(t *testing.T, got, want *task.Task) {
 	assertTime(t, where+": UpdatedAt", &got.UpdatedAt, &want.UpdatedAt)
 	assertTime(t, where+": StartedAt", got.StartedAt, want.StartedAt)
 	assertTime(t, where+": FinishedAt", got.FinishedAt, want.FinishedAt)
+	assertTime(t, where+": AvailableAt", &got.AvailableAt, &want.AvailableAt)
+	assertTime(t, where+": EnqueuedAt", got.EnqueuedAt, want.EnqueuedAt)
+	assertTime(t, where+": HeartbeatAt", got.HeartbeatAt, want.HeartbeatAt)
+	check("CancelRequested", got.CancelRequested, want.CancelRequested)
+	// A nil and an empty History are the same: no attempts.
+	if len(got.History) != len(want.History) {
+		t.Errorf("%s: History has %d attempts, want %d:\n got %+v\nwant %+v", where, len(got.History), len(want.History), got.History, want.History)
+		return
+	}
+	for i := range want.History {
+		g, w := got.History[i], want.History[i]
+		at := fmt.Sprintf("%s: History[%d]", where, i)
+		check(fmt.Sprintf("History[%d].Number", i), g.Number, w.Number)
+		check(fmt.Sprintf("History[%d].Worker", i), g.Worker, w.Worker)
+		check(fmt.Sprintf("History[%d].Outcome", i), g.Outcome, w.Outcome)
+		check(fmt.Sprintf("History[%d].Error", i), g.Error, w.Error)
+		assertTime(t, at+".StartedAt", &g.StartedAt, &w.StartedAt)
+		assertTime(t, at+".FinishedAt", g.FinishedAt, w.FinishedAt)
+	}
 }
 
 func assertTime(t *testing.T, what string, got, want *time.Time) {

@@ -5,6 +5,8 @@ package app
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -22,13 +24,16 @@ import (
 
 // App is a wired opsbox: store, queue, handlers and the use cases over them.
 type App struct {
-	Config   *config.Config
-	Log      *slog.Logger
-	Store    *bunstore.Store
-	Queue    ports.JobQueue
-	Handlers *handler.Registry
-	Service  *lifecycle.Service
-	Executor *lifecycle.Executor
+	Config      *config.Config
+	Log         *slog.Logger
+	Store       *bunstore.Store
+	Queue       ports.JobQueue
+	Handlers    *handler.Registry
+	Service     *lifecycle.Service
+	Executor    *lifecycle.Executor
+	Maintenance *lifecycle.Maintenance
+	// Instance names this process in attempt records and locks.
+	Instance string
 }
 
 // Open connects the store and the queue the configuration names. The
@@ -44,7 +49,7 @@ func Open(ctx context.Context, cfg *config.Config, log *slog.Logger) (*App, erro
 		_ = store.Close()
 		return nil, err
 	}
-	queue, err := openQueue(ctx, cfg, log)
+	queue, dead, err := openQueue(ctx, cfg, log)
 	if err != nil {
 		_ = store.Close()
 		return nil, err
@@ -53,16 +58,42 @@ func Open(ctx context.Context, cfg *config.Config, log *slog.Logger) (*App, erro
 	if err := handlers.Register(simulate.Kind, simulate.Handler{}); err != nil {
 		return nil, err
 	}
-	opts := []lifecycle.Option{lifecycle.WithLogger(log)}
+	instance := instanceName()
+	opts := []lifecycle.Option{lifecycle.WithLogger(log), lifecycle.WithDeadLetters(dead)}
 	return &App{
 		Config:   cfg,
 		Log:      log,
 		Store:    store,
 		Queue:    queue,
 		Handlers: handlers,
+		Instance: instance,
 		Service:  lifecycle.NewService(store, queue, handlers, opts...),
-		Executor: lifecycle.NewExecutor(store, queue, handlers, lifecycle.ExecutorConfig{Timeout: cfg.JobTimeout}, opts...),
+		Executor: lifecycle.NewExecutor(store, queue, handlers, lifecycle.ExecutorConfig{
+			Worker:  instance,
+			Timeout: cfg.JobTimeout,
+			Lease:   cfg.Lease,
+			Backoff: lifecycle.Backoff{Base: cfg.RetryBackoffBase, Max: cfg.RetryBackoffMax},
+		}, opts...),
+		Maintenance: lifecycle.NewMaintenance(store, queue, store, lifecycle.MaintenanceConfig{
+			Holder:         instance,
+			ReconcileEvery: cfg.ReconcileEvery,
+			Lease:          cfg.Lease,
+			Retention:      cfg.Retention,
+			CleanupEvery:   cfg.CleanupEvery,
+		}, opts...),
 	}, nil
+}
+
+// instanceName names this process: host, pid and a random suffix, so a
+// restarted process on the same host is a new instance.
+func instanceName() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "localhost"
+	}
+	var b [3]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b[:]))
 }
 
 // Close releases the queue and the store.
@@ -132,10 +163,27 @@ func checkSchema(ctx context.Context, cfg *config.Config, store *bunstore.Store,
 	return nil
 }
 
-func openQueue(ctx context.Context, cfg *config.Config, log *slog.Logger) (ports.JobQueue, error) {
+// queue is what opsbox needs of its queue adapters: jobs and dead letters.
+type queue interface {
+	ports.JobQueue
+	ports.DeadLetterQueue
+}
+
+func openQueue(ctx context.Context, cfg *config.Config, log *slog.Logger) (ports.JobQueue, ports.DeadLetterQueue, error) {
+	var q queue
+	var err error
 	if cfg.RedisURL == "" {
-		return inprocess.New(inprocess.Config{Concurrency: cfg.Concurrency, Logger: log})
+		q, err = inprocess.New(inprocess.Config{Concurrency: cfg.Concurrency, Logger: log})
+	} else {
+		q, err = openRedis(ctx, cfg, log)
 	}
+	if err != nil {
+		return nil, nil, err
+	}
+	return q, q, nil
+}
+
+func openRedis(ctx context.Context, cfg *config.Config, log *slog.Logger) (*redisqueue.Queue, error) {
 	q, err := redisqueue.New(ctx, redisqueue.Config{
 		URL:         cfg.RedisURL,
 		Stream:      cfg.RedisStream,

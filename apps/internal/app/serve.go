@@ -10,39 +10,97 @@ import (
 	"time"
 
 	"github.com/opsbox/opsbox/adapters/httpapi"
-	"github.com/opsbox/opsbox/core/lifecycle"
+	"github.com/opsbox/opsbox/ports"
 )
 
 // ServeAPI serves the HTTP API until ctx is canceled, then stops accepting
 // connections and lets in-flight requests finish within the shutdown grace.
 func (a *App) ServeAPI(ctx context.Context) error {
-	h := httpapi.New(a.Service, httpapi.Config{StoreTimeout: a.Config.RequestTimeout, Logger: a.Log})
+	tokens, err := a.apiTokens()
+	if err != nil {
+		return err
+	}
+	h := httpapi.New(a.Service, httpapi.Config{StoreTimeout: a.Config.RequestTimeout, Tokens: tokens, Logger: a.Log})
 	return a.serve(ctx, "api", a.Config.HTTPAddr, h)
 }
 
-// RunWorker consumes jobs until ctx is canceled, serving /health and
-// /ready on the worker address meanwhile.
+// apiTokens applies opsbox's secure default: without tokens the API may
+// only listen on a loopback address, unless the operator insists.
+func (a *App) apiTokens() (*httpapi.Tokens, error) {
+	tokens, err := httpapi.ParseTokens(a.Config.APITokens)
+	if err != nil {
+		return nil, fmt.Errorf("OPSBOX_API_TOKENS: %w", err)
+	}
+	if tokens.Len() > 0 {
+		a.Log.Info("API requires bearer tokens", "tokens", tokens.Len())
+		return tokens, nil
+	}
+	switch {
+	case loopback(a.Config.HTTPAddr):
+		a.Log.Warn("API serves without authentication: no OPSBOX_API_TOKENS set (allowed on a loopback address only)")
+	case a.Config.InsecureNoAuth:
+		a.Log.Warn("API serves WITHOUT AUTHENTICATION on a non-loopback address (--insecure-no-auth)", "addr", a.Config.HTTPAddr)
+	default:
+		return nil, fmt.Errorf("refusing to serve the API on %s without authentication: set OPSBOX_API_TOKENS, listen on a loopback address, or pass --insecure-no-auth", a.Config.HTTPAddr)
+	}
+	return nil, nil
+}
+
+// loopback reports whether addr's host is a loopback address or localhost.
+// An empty host means every interface, which is not.
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// RunWorker consumes jobs and runs maintenance until ctx is canceled,
+// serving /health and /ready on the worker address meanwhile.
 func (a *App) RunWorker(ctx context.Context) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	probeCtx, stopProbes := context.WithCancel(context.Background())
+	defer stopProbes()
 	errc := make(chan error, 1)
-	go func() { errc <- a.serve(ctx, "worker probes", a.Config.WorkerAddr, a.probes()) }()
+	go func() { errc <- a.serve(probeCtx, "worker probes", a.Config.WorkerAddr, a.probes()) }()
 	err := a.Consume(ctx)
-	cancel()
+	stopProbes()
 	return errors.Join(err, <-errc)
 }
 
-// Consume runs jobs until ctx is canceled. With the in-process queue it
-// first recovers the work a previous run left behind: its jobs died with it.
+// Consume runs jobs and maintenance until ctx is canceled. Then it stops
+// taking jobs and gives the attempts in flight the shutdown grace to
+// finish; attempts still running after it are given back, unacknowledged,
+// for another worker. With the embedded SQLite store and in-process queue
+// it first takes back the tasks a previous run left RUNNING: their jobs
+// died with it.
 func (a *App) Consume(ctx context.Context) error {
-	if a.Config.RedisURL == "" {
-		opts := lifecycle.RecoverOptions{RequeueRunning: a.Config.DatabaseURL == ""}
-		if _, err := a.Executor.Recover(ctx, opts); err != nil {
+	if a.Config.Embedded() {
+		if _, err := a.Executor.Recover(ctx); err != nil {
 			return fmt.Errorf("recover unfinished tasks: %w", err)
 		}
 	}
-	a.Log.Info("worker started", "concurrency", a.Config.Concurrency)
-	err := a.Queue.Consume(ctx, a.Executor.Process)
+	maintenanceDone := make(chan struct{})
+	go func() { defer close(maintenanceDone); a.Maintenance.Run(ctx) }()
+
+	// The attempts' context ends only when the grace period after ctx does.
+	work, stopWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopWork()
+	stopAfterGrace := context.AfterFunc(ctx, func() {
+		a.Log.Info("worker stopping: no new jobs; in-flight attempts may finish", "grace", a.Config.ShutdownGrace)
+		time.AfterFunc(a.Config.ShutdownGrace, stopWork)
+	})
+	defer stopAfterGrace()
+
+	a.Log.Info("worker started", "concurrency", a.Config.Concurrency, "instance", a.Instance)
+	err := a.Queue.Consume(ctx, func(_ context.Context, job ports.Job) error {
+		return a.Executor.Process(work, job)
+	})
+	<-maintenanceDone
 	a.Log.Info("worker stopped")
 	return err
 }

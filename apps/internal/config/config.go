@@ -40,6 +40,16 @@ type Config struct {
 	RequestTimeout time.Duration
 	ShutdownGrace  time.Duration
 
+	RetryBackoffBase time.Duration
+	RetryBackoffMax  time.Duration
+	Lease            time.Duration
+	ReconcileEvery   time.Duration
+	Retention        time.Duration
+	CleanupEvery     time.Duration
+
+	APITokens      string
+	InsecureNoAuth bool
+
 	LogLevel  string
 	LogFormat string
 }
@@ -68,6 +78,16 @@ func Bind(fs *pflag.FlagSet, c *Config) {
 	fs.DurationVar(&c.JobTimeout, "job-timeout", 5*time.Minute, "longest one attempt of a task may run")
 	fs.DurationVar(&c.RequestTimeout, "request-timeout", 5*time.Second, "longest the API spends on one request's database work")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", 20*time.Second, "on SIGTERM, how long in-flight work may take to finish")
+
+	fs.DurationVar(&c.RetryBackoffBase, "retry-backoff-base", time.Second, "wait before the 2nd attempt; doubles each attempt, with jitter")
+	fs.DurationVar(&c.RetryBackoffMax, "retry-backoff-max", 5*time.Minute, "longest wait between attempts")
+	fs.DurationVar(&c.Lease, "lease", 30*time.Second, "a running task whose worker is silent this long is taken over")
+	fs.DurationVar(&c.ReconcileEvery, "reconcile-interval", time.Second, "how often lost or due jobs are looked for")
+	fs.DurationVar(&c.Retention, "retention", 168*time.Hour, "finished tasks older than this are deleted")
+	fs.DurationVar(&c.CleanupEvery, "cleanup-interval", time.Hour, "how often finished tasks past retention are deleted")
+
+	fs.StringVar(&c.APITokens, "api-tokens", "", "comma-separated bearer tokens for the API, each plain (16+ chars) or sha256:<hex>")
+	fs.BoolVar(&c.InsecureNoAuth, "insecure-no-auth", false, "serve the API without tokens on a non-loopback address")
 
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "json", "json or text")
@@ -133,11 +153,16 @@ func (c *Config) Validate() error {
 	durations := map[string]time.Duration{
 		"job-timeout": c.JobTimeout, "request-timeout": c.RequestTimeout, "shutdown-grace": c.ShutdownGrace,
 		"db-connect-timeout": c.DBConnectTimeout, "redis-claim-idle": c.RedisClaimIdle,
+		"retry-backoff-base": c.RetryBackoffBase, "retry-backoff-max": c.RetryBackoffMax, "lease": c.Lease,
+		"reconcile-interval": c.ReconcileEvery, "retention": c.Retention, "cleanup-interval": c.CleanupEvery,
 	}
 	for name, v := range durations {
 		if v <= 0 {
 			errs = append(errs, fmt.Sprintf("%s must be positive", name))
 		}
+	}
+	if c.Lease > 0 && c.Lease < 3*time.Second {
+		errs = append(errs, "lease must be at least 3s (workers heartbeat every second at most)")
 	}
 	if _, err := c.level(); err != nil {
 		errs = append(errs, err.Error())
