@@ -6,10 +6,13 @@ package main
 
 import (
 	"fmt"
+	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/magefile/mage/mg"
 	"github.com/magefile/mage/sh"
@@ -27,7 +30,6 @@ var binaries = []string{"api", "worker", "opsbox"}
 
 // Build compiles api, worker and opsbox into bin/.
 func Build() error {
-	mg.Deps(Generate)
 	ldflags := "-s -w -X github.com/opsbox/opsbox/apps/internal/version.Version=" + version() +
 		" -X github.com/opsbox/opsbox/apps/internal/version.Revision=" + revision()
 	for _, b := range binaries {
@@ -46,6 +48,7 @@ func Build() error {
 // skipping the integration tests.
 func Test() error {
 	mg.SerialDeps(FmtCheck, Vet, GenerateCheck)
+	warnMissingServices()
 	args := []string{"test", "-race", "-count=1", "-timeout=20m"}
 	if v := os.Getenv("OPSBOX_TEST_FLAGS"); v != "" {
 		args = append(args, strings.Fields(v)...)
@@ -54,6 +57,36 @@ func Test() error {
 		return err
 	}
 	return Fuzz()
+}
+
+// warnMissingServices says up front when the integration tests will skip,
+// since go test hides the skip messages of passing packages.
+func warnMissingServices() {
+	if os.Getenv("CI") != "" || os.Getenv("OPSBOX_REQUIRE_SERVICES") == "1" {
+		return // the tests fail loudly by themselves
+	}
+	for name, addr := range map[string]string{
+		"PostgreSQL": hostPort(os.Getenv("OPSBOX_TEST_DATABASE_URL"), "127.0.0.1:5432"),
+		"Redis":      hostPort(os.Getenv("OPSBOX_TEST_REDIS_URL"), "127.0.0.1:6379"),
+	} {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "WARNING: %s at %s is not reachable (%v): its integration tests will be SKIPPED. Set CI=true to make that a failure.\n", name, addr, err)
+			continue
+		}
+		_ = c.Close()
+	}
+}
+
+func hostPort(rawURL, fallback string) string {
+	u, err := url.Parse(rawURL)
+	if rawURL == "" || err != nil || u.Host == "" {
+		return fallback
+	}
+	if u.Port() == "" {
+		return fallback
+	}
+	return u.Host
 }
 
 // fuzzTargets are the fuzz tests and their packages.

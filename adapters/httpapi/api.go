@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"regexp"
 	"time"
 
 	"github.com/danielgtaylor/huma/v2"
@@ -199,7 +200,13 @@ func (h *handlers) ready(ctx context.Context, _ *struct{}) (*statusBody, error) 
 	defer cancel()
 	if err := h.svc.Ready(ctx); err != nil {
 		h.cfg.Logger.WarnContext(ctx, "not ready", "error", err)
-		return nil, huma.Error503ServiceUnavailable("not ready: " + err.Error())
+		// Say which dependency, not its address or credentials.
+		what := "a dependency"
+		var nr *lifecycle.NotReadyError
+		if errors.As(err, &nr) {
+			what = "the " + nr.Component
+		}
+		return nil, huma.Error503ServiceUnavailable("not ready: " + what + " is unavailable")
 	}
 	out := &statusBody{}
 	out.Body.Status = "ok"
@@ -273,8 +280,14 @@ func (h *handlers) list(ctx context.Context, in *listInput) (*listOutput, error)
 	return out, nil
 }
 
+// idPattern is what task and dead-letter ids look like: checked before any
+// lookup, so bytes a database refuses (NUL) never reach one.
+const idPattern = `^[A-Za-z0-9._:-]{1,64}$`
+
+var validID = regexp.MustCompile(idPattern)
+
 type idInput struct {
-	ID string `path:"id" maxLength:"64" doc:"Task id."`
+	ID string `path:"id" maxLength:"64" pattern:"^[A-Za-z0-9._:-]{1,64}$" doc:"Task id."`
 }
 
 func (h *handlers) get(ctx context.Context, in *idInput) (*taskOutput, error) {
@@ -288,7 +301,7 @@ func (h *handlers) get(ctx context.Context, in *idInput) (*taskOutput, error) {
 }
 
 type updateInput struct {
-	ID   string `path:"id" maxLength:"64"`
+	ID   string `path:"id" maxLength:"64" pattern:"^[A-Za-z0-9._:-]{1,64}$"`
 	Body PatchTaskBody
 }
 
@@ -386,7 +399,7 @@ func (h *handlers) listDeadLetters(ctx context.Context, in *deadLettersInput) (*
 }
 
 type deadLetterIDInput struct {
-	ID string `path:"id" maxLength:"64" doc:"Dead letter id."`
+	ID string `path:"id" maxLength:"64" pattern:"^[A-Za-z0-9._:-]{1,64}$" doc:"Dead letter id."`
 }
 
 func (h *handlers) retryDeadLetter(ctx context.Context, in *deadLetterIDInput) (*taskOutput, error) {
@@ -453,7 +466,7 @@ func decodeCursor(c string) (string, error) {
 		return "", nil
 	}
 	b, err := base64.RawURLEncoding.DecodeString(c)
-	if err != nil || len(b) == 0 {
+	if err != nil || !validID.Match(b) {
 		return "", errors.New("invalid cursor")
 	}
 	return string(b), nil

@@ -3,6 +3,7 @@ package httpapi_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -149,6 +150,9 @@ func TestBadInput(t *testing.T) {
 		{"limit too high", "GET", "/tasks?limit=501", "", 422, "query.limit"},
 		{"limit zero", "GET", "/tasks?limit=0", "", 422, "query.limit"},
 		{"cursor not ours", "GET", "/tasks?cursor=!!!", "", 422, "query.cursor"},
+		{"cursor of a NUL", "GET", "/tasks?cursor=AA", "", 422, "query.cursor"},
+		{"id with a NUL", "GET", "/tasks/%00", "", 422, "path.id"},
+		{"run id with a NUL", "POST", "/tasks/a%00b/run", "", 422, "path.id"},
 		{"unknown path", "GET", "/nothing", "", 404, ""},
 		{"wrong method", "PUT", "/tasks/" + id, `{}`, 405, ""},
 	}
@@ -311,5 +315,31 @@ func TestDatabaseDownFailsFast(t *testing.T) {
 	}
 	if res := call(t, srv, "GET", "/health", ""); res.status != 200 {
 		t.Errorf("/health must not depend on the database: %d", res.status)
+	}
+}
+
+// TestHostileBodiesGetSmallProblems: a body full of unknown properties, or
+// a huge malformed one, gets a bounded problem document, quickly.
+func TestHostileBodiesGetSmallProblems(t *testing.T) {
+	srv := newServer(t)
+	var b strings.Builder
+	b.WriteString(`{"title":"x"`)
+	for i := range 20000 {
+		fmt.Fprintf(&b, `,"k%d":1`, i)
+	}
+	b.WriteString("}")
+	malformed := `{"title":"` + strings.Repeat("x", 900_000)
+	for name, body := range map[string]string{"unknown properties": b.String(), "malformed": malformed} {
+		began := time.Now()
+		res := call(t, srv, http.MethodPost, "/tasks", body)
+		if res.status != 422 && res.status != 400 {
+			t.Errorf("%s: status %d", name, res.status)
+		}
+		if len(res.raw) > 16<<10 {
+			t.Errorf("%s: a %d-byte problem document for a %d-byte body", name, len(res.raw), len(body))
+		}
+		if d := time.Since(began); d > 5*time.Second {
+			t.Errorf("%s: took %v", name, d)
+		}
 	}
 }

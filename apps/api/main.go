@@ -11,7 +11,7 @@ import (
 )
 
 func main() {
-	os.Exit(app.Main("api", os.Args[1:], os.Stdout, os.Stderr, func(ctx context.Context, a *app.App) error {
+	os.Exit(app.Main("api", "Serves the opsbox HTTP API. It shares tasks with the workers through PostgreSQL\n(OPSBOX_DATABASE_URL) and jobs through Redis Streams (OPSBOX_REDIS_URL, required).", os.Args[1:], os.Stdout, os.Stderr, func(ctx context.Context, a *app.App) error {
 		return a.ServeAPI(ctx)
 	}))
 }

@@ -12,11 +12,22 @@ package main
 import (
 	"fmt"
 	"os"
+	"strings"
 )
 
 func main() {
 	if err := newRoot(os.Stdout, os.Stderr).Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "opsbox:", err)
+		fmt.Fprintln(os.Stderr, "opsbox:", oneLine(err.Error()))
 		os.Exit(1)
 	}
+}
+
+// oneLine folds a multi-line error (the PostgreSQL driver lists every
+// address it tried on its own line) into one line for the terminal.
+func oneLine(msg string) string {
+	lines := strings.Split(strings.TrimSpace(msg), "\n")
+	for i, l := range lines {
+		lines[i] = strings.TrimSpace(l)
+	}
+	return strings.Join(lines, "; ")
 }

@@ -22,6 +22,7 @@ import (
 func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	cfg := &config.Config{}
 	root := &cobra.Command{
+		Long:          "opsbox runs tasks in the background and operates the service that runs them.\n\n" + config.EnvHelp,
 		Use:           "opsbox",
 		Short:         "Run tasks in the background and operate the service that runs them",
 		SilenceUsage:  true,
@@ -90,12 +91,19 @@ in-process queue. Unfinished tasks from an earlier run are picked up again.`,
 
 func newMigrate(cfg *config.Config, stdout io.Writer) *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "migrate",
+		Use:  "migrate",
+		Args: cobra.ArbitraryArgs,
+		RunE: func(_ *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return errors.New("migrate needs a command: up, down --yes, or status")
+			}
+			return fmt.Errorf("unknown migrate command %q: use up, down --yes, or status", args[0])
+		},
 		Short: "Apply, roll back or list database migrations",
 		Long: `Manage the database schema. The migrations are built into the binary.
 
   opsbox migrate up       apply every pending migration (safe to repeat)
-  opsbox migrate down     roll back the most recent group of migrations
+  opsbox migrate down --yes   roll back the most recent group of migrations
   opsbox migrate status   list migrations and whether each is applied`,
 	}
 	run := func(fn func(ctx context.Context, m *bunstore.Migrator) error) func(*cobra.Command, []string) error {
@@ -125,19 +133,39 @@ func newMigrate(cfg *config.Config, stdout io.Writer) *cobra.Command {
 			fmt.Fprintf(stdout, "%s %s\n", verb, n)
 		}
 	}
+	var yes bool
+	down := &cobra.Command{Use: "down", Short: "Roll back the most recent group of migrations (drops their tables and data)", Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, args []string) error {
+			if !yes {
+				return errors.New("migrate down drops tables and the tasks in them; run it again with --yes to go ahead")
+			}
+			return run(func(ctx context.Context, m *bunstore.Migrator) error {
+				rolled, err := m.Down(ctx)
+				if err != nil {
+					for _, n := range rolled {
+						fmt.Fprintf(stdout, "rolled back %s\n", n)
+					}
+					return err
+				}
+				report("rolled back", "nothing to roll back", rolled)
+				return nil
+			})(c, args)
+		}}
+	down.Flags().BoolVar(&yes, "yes", false, "confirm that the rolled-back migrations' data may be dropped")
 	cmd.AddCommand(
 		&cobra.Command{Use: "up", Short: "Apply every pending migration", Args: cobra.NoArgs,
 			RunE: run(func(ctx context.Context, m *bunstore.Migrator) error {
 				applied, err := m.Up(ctx)
+				if err != nil {
+					for _, n := range applied {
+						fmt.Fprintf(stdout, "applied %s\n", n)
+					}
+					return err
+				}
 				report("applied", "nothing to apply: the schema is up to date", applied)
-				return err
+				return nil
 			})},
-		&cobra.Command{Use: "down", Short: "Roll back the most recent group of migrations", Args: cobra.NoArgs,
-			RunE: run(func(ctx context.Context, m *bunstore.Migrator) error {
-				rolled, err := m.Down(ctx)
-				report("rolled back", "nothing to roll back", rolled)
-				return err
-			})},
+		down,
 		&cobra.Command{Use: "status", Short: "List migrations and whether each is applied", Args: cobra.NoArgs,
 			RunE: run(func(ctx context.Context, m *bunstore.Migrator) error {
 				status, err := m.Status(ctx)

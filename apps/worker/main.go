@@ -12,7 +12,7 @@ import (
 )
 
 func main() {
-	os.Exit(app.Main("worker", os.Args[1:], os.Stdout, os.Stderr, func(ctx context.Context, a *app.App) error {
+	os.Exit(app.Main("worker", "Runs opsbox jobs from Redis Streams (OPSBOX_REDIS_URL, required) and records\ntheir outcome in PostgreSQL (OPSBOX_DATABASE_URL). Run as many as you like,\neach with its own OPSBOX_WORKER_ADDR for /health and /ready.", os.Args[1:], os.Stdout, os.Stderr, func(ctx context.Context, a *app.App) error {
 		return a.RunWorker(ctx)
 	}))
 }

@@ -192,7 +192,7 @@ func (e *Executor) Process(ctx context.Context, job ports.Job) error {
 	saveCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.cfg.SaveTimeout)
 	defer cancel()
 	if errors.Is(cause, errLeaseLost) {
-		log.WarnContext(ctx, "attempt abandoned: another worker took the task over", "duration", elapsed)
+		log.WarnContext(ctx, "attempt abandoned: another worker took the task over", "duration_ms", elapsed.Milliseconds())
 		return nil
 	}
 	interrupted := runErr != nil && ctx.Err() != nil && cause == nil
@@ -219,10 +219,10 @@ func (e *Executor) Process(ctx context.Context, job ports.Job) error {
 		return fmt.Errorf("save attempt %d of task %s: %w", attempt, job.TaskID, err)
 	}
 	if interrupted {
-		log.WarnContext(ctx, "attempt given back: the worker is stopping", "duration", elapsed)
+		log.WarnContext(ctx, "attempt given back: the worker is stopping", "duration_ms", elapsed.Milliseconds())
 		return errInterrupted
 	}
-	log = log.With("duration", elapsed)
+	log = log.With("duration_ms", elapsed.Milliseconds())
 	e.afterFinish(ctx, log, t)
 	return nil
 }

@@ -202,13 +202,22 @@ func (s *Service) DiscardDeadLetter(ctx context.Context, id string) error {
 	return s.dead.Discard(ctx, id)
 }
 
+// NotReadyError says which dependency failed a readiness check.
+type NotReadyError struct {
+	Component string // "store" or "queue"
+	Err       error
+}
+
+func (e *NotReadyError) Error() string { return e.Component + ": " + e.Err.Error() }
+func (e *NotReadyError) Unwrap() error { return e.Err }
+
 // Ready checks the store and the queue.
 func (s *Service) Ready(ctx context.Context) error {
 	if err := s.store.Ping(ctx); err != nil {
-		return fmt.Errorf("store: %w", err)
+		return &NotReadyError{Component: "store", Err: err}
 	}
 	if err := s.queue.Ping(ctx); err != nil {
-		return fmt.Errorf("queue: %w", err)
+		return &NotReadyError{Component: "queue", Err: err}
 	}
 	return nil
 }

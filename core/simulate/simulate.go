@@ -66,8 +66,20 @@ func Parse(raw json.RawMessage) (Payload, error) {
 	if len(bytes.TrimSpace(raw)) == 0 {
 		return p, nil
 	}
+	// encoding/json matches field names case-insensitively; scripts rely on
+	// these exact names, so "IO_MS" is an unknown field here, not io_ms.
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &fields); err != nil {
+		return p, fmt.Errorf("simulate payload: %w", err)
+	}
+	for k := range fields {
+		switch k {
+		case "cpu_rounds", "io_ms", "fail", "fail_attempts":
+		default:
+			return p, fmt.Errorf("simulate payload: unknown field %q (want cpu_rounds, io_ms, fail, fail_attempts)", k)
+		}
+	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
 	if err := dec.Decode(&p); err != nil {
 		return p, fmt.Errorf("simulate payload: %w", err)
 	}

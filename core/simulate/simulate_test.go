@@ -26,6 +26,8 @@ func TestParse(t *testing.T) {
 		{`{"fail":"yes"}`, false},
 		{`{"cpu_rounds":1.5}`, false},
 		{`{"typo":1}`, false},
+		{`{"IO_MS":1}`, false},
+		{`{"Fail":true}`, false},
 	}
 	for _, tt := range tests {
 		_, err := simulate.Parse(json.RawMessage(tt.payload))

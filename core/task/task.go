@@ -3,6 +3,7 @@ package task
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -178,6 +179,9 @@ func (t *Task) Apply(p Patch, now time.Time) error {
 		}
 	}
 	if p.Kind != nil {
+		if *p.Kind == "" {
+			return &ValidationError{Field: "kind", Reason: "must not be empty"}
+		}
 		kind, err := normalizeKind(*p.Kind)
 		if err != nil {
 			return err
@@ -257,6 +261,9 @@ func normalizePayload(p json.RawMessage) (json.RawMessage, error) {
 	if hasNUL(p) {
 		return nil, &ValidationError{Field: "payload", Reason: "must not contain NUL characters (\\u0000)"}
 	}
+	if problem := payloadProblem(p); problem != "" {
+		return nil, &ValidationError{Field: "payload", Reason: problem}
+	}
 	var buf bytes.Buffer
 	if err := json.Compact(&buf, p); err != nil {
 		return nil, &ValidationError{Field: "payload", Reason: "must be a JSON object"}
@@ -278,6 +285,66 @@ func hasNUL(doc []byte) bool {
 		}
 		if s, ok := tok.(string); ok && strings.ContainsRune(s, 0) {
 			return true
+		}
+	}
+}
+
+// payloadProblem returns what makes valid JSON a payload that readers
+// would disagree on, or "":
+//   - a key twice in one object (PostgreSQL's jsonb keeps the last value,
+//     some decoders the first);
+//   - a number out of the range of a float64, which Go handlers (and most
+//     JSON parsers) cannot decode.
+func payloadProblem(doc []byte) string {
+	dec := json.NewDecoder(bytes.NewReader(doc))
+	dec.UseNumber()
+	type frame struct {
+		object bool
+		keys   map[string]bool
+		key    bool // the next token in this object is a key
+	}
+	var stack []*frame
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return ""
+		}
+		var top *frame
+		if len(stack) > 0 {
+			top = stack[len(stack)-1]
+		}
+		if top != nil && top.object && top.key {
+			if d, ok := tok.(json.Delim); ok && d == '}' {
+				stack = stack[:len(stack)-1]
+			} else {
+				k, _ := tok.(string)
+				if top.keys[k] {
+					return fmt.Sprintf("must not repeat the key %q in one object", k)
+				}
+				top.keys[k] = true
+				top.key = false
+				continue
+			}
+		} else {
+			switch tok {
+			case json.Delim('{'):
+				stack = append(stack, &frame{object: true, keys: map[string]bool{}, key: true})
+				continue
+			case json.Delim('['):
+				stack = append(stack, &frame{})
+				continue
+			case json.Delim(']'):
+				stack = stack[:len(stack)-1]
+			}
+			if n, ok := tok.(json.Number); ok {
+				if _, err := n.Float64(); err != nil {
+					return fmt.Sprintf("number %.40s is out of range", n)
+				}
+			}
+		}
+		// A value ended: in an object, a key comes next.
+		if len(stack) > 0 && stack[len(stack)-1].object {
+			stack[len(stack)-1].key = true
 		}
 	}
 }

@@ -431,3 +431,27 @@ func TestFailCleansErrorText(t *testing.T) {
 		t.Errorf("error %q", tk.Error)
 	}
 }
+
+func TestPayloadDuplicateKeys(t *testing.T) {
+	tests := []struct {
+		payload string
+		ok      bool
+	}{
+		{`{"a":1,"b":{"a":2},"c":[{"a":1},{"a":2}]}`, true},
+		{`{"a":1,"a":2}`, false},
+		{`{"fail":false,"b":[1,{"x":1,"x":2}]}`, false},
+		{`{"a":{"b":1,"b":1}}`, false},
+		{`{"a":[],"b":{},"c":"}"}`, true},
+	}
+	for _, tt := range tests {
+		_, err := task.New("a", task.Spec{Title: "x", Payload: json.RawMessage(tt.payload)}, now)
+		if (err == nil) != tt.ok {
+			t.Errorf("%s: err = %v, want ok=%v", tt.payload, err, tt.ok)
+		}
+	}
+	empty := ""
+	tk := at(t, task.Pending, 0, 3)
+	if err := tk.Apply(task.Patch{Kind: &empty}, now); !errors.Is(err, task.ErrInvalid) {
+		t.Errorf("patching kind to empty: %v", err)
+	}
+}

@@ -625,16 +625,6 @@ func (r *recorder) count(id string) int {
 	return len(r.calls[id])
 }
 
-func (r *recorder) total() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	n := 0
-	for _, c := range r.calls {
-		n += len(c)
-	}
-	return n
-}
-
 func (r *recorder) deliveries(id string) []ports.Job {
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -34,6 +34,8 @@ type App struct {
 	Maintenance *lifecycle.Maintenance
 	// Instance names this process in attempt records and locks.
 	Instance string
+
+	unlock func() // releases the data dir lock of the embedded mode
 }
 
 // Open connects the store and the queue the configuration names. The
@@ -41,6 +43,26 @@ type App struct {
 // must be migrated with `opsbox migrate up` first, and Open refuses to run
 // on a schema older than the binary.
 func Open(ctx context.Context, cfg *config.Config, log *slog.Logger) (*App, error) {
+	unlock := func() {}
+	if cfg.DatabaseURL == "" {
+		if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+			return nil, fmt.Errorf("create data dir: %w", err)
+		}
+		var err error
+		if unlock, err = lockDataDir(cfg.DataDir); err != nil {
+			return nil, err
+		}
+	}
+	a, err := open(ctx, cfg, log)
+	if err != nil {
+		unlock()
+		return nil, err
+	}
+	a.unlock = unlock
+	return a, nil
+}
+
+func open(ctx context.Context, cfg *config.Config, log *slog.Logger) (*App, error) {
 	store, err := OpenStore(ctx, cfg)
 	if err != nil {
 		return nil, err
@@ -96,9 +118,11 @@ func instanceName() string {
 	return fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b[:]))
 }
 
-// Close releases the queue and the store.
+// Close releases the queue, the store and the data dir.
 func (a *App) Close() error {
-	return errors.Join(a.Queue.Close(), a.Store.Close())
+	err := errors.Join(a.Queue.Close(), a.Store.Close())
+	a.unlock()
+	return err
 }
 
 // OpenStore opens PostgreSQL when a database URL is set, else the embedded

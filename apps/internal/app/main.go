@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/pflag"
@@ -18,8 +19,8 @@ import (
 // configuration, open the app, run it until SIGINT or SIGTERM, and return
 // the process exit code (0 after a clean shutdown, 1 on failure, 2 on bad
 // configuration).
-func Main(name string, args []string, stdout, stderr io.Writer, run func(context.Context, *App) error) int {
-	cfg, _, err := config.Load(name, args)
+func Main(name, about string, args []string, stdout, stderr io.Writer, run func(context.Context, *App) error) int {
+	cfg, _, err := config.Load(name, about, args)
 	if errors.Is(err, pflag.ErrHelp) {
 		return 0
 	}
@@ -36,7 +37,7 @@ func Main(name string, args []string, stdout, stderr io.Writer, run func(context
 	a, err := Open(ctx, cfg, log)
 	if err != nil {
 		log.Error("start-up failed", "error", err)
-		fmt.Fprintf(stderr, "%s: %v\n", name, err)
+		fmt.Fprintf(stderr, "%s: %s\n", name, strings.Join(strings.Fields(err.Error()), " "))
 		return 1
 	}
 	defer func() { _ = a.Close() }()

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/opsbox/opsbox/adapters/httpapi"
+	"github.com/opsbox/opsbox/core/lifecycle"
 	"github.com/opsbox/opsbox/ports"
 )
 
@@ -21,7 +22,11 @@ func (a *App) ServeAPI(ctx context.Context) error {
 		return err
 	}
 	h := httpapi.New(a.Service, httpapi.Config{StoreTimeout: a.Config.RequestTimeout, Tokens: tokens, Logger: a.Log})
-	return a.serve(ctx, "api", a.Config.HTTPAddr, h)
+	ln, err := listen("api", a.Config.HTTPAddr)
+	if err != nil {
+		return err
+	}
+	return a.serve(ctx, "api", ln, h)
 }
 
 // apiTokens applies opsbox's secure default: without tokens the API may
@@ -63,11 +68,17 @@ func loopback(addr string) bool {
 // RunWorker consumes jobs and runs maintenance until ctx is canceled,
 // serving /health and /ready on the worker address meanwhile.
 func (a *App) RunWorker(ctx context.Context) error {
+	// Bind first: a worker whose probe port is taken must not start
+	// working unobserved.
+	ln, err := listen("worker probes", a.Config.WorkerAddr)
+	if err != nil {
+		return err
+	}
 	probeCtx, stopProbes := context.WithCancel(context.Background())
 	defer stopProbes()
 	errc := make(chan error, 1)
-	go func() { errc <- a.serve(probeCtx, "worker probes", a.Config.WorkerAddr, a.probes()) }()
-	err := a.Consume(ctx)
+	go func() { errc <- a.serve(probeCtx, "worker probes", ln, a.probes()) }()
+	err = a.Consume(ctx)
 	stopProbes()
 	return errors.Join(err, <-errc)
 }
@@ -91,7 +102,7 @@ func (a *App) Consume(ctx context.Context) error {
 	work, stopWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWork()
 	stopAfterGrace := context.AfterFunc(ctx, func() {
-		a.Log.Info("worker stopping: no new jobs; in-flight attempts may finish", "grace", a.Config.ShutdownGrace)
+		a.Log.Info("worker stopping: no new jobs; in-flight attempts may finish", "grace", a.Config.ShutdownGrace.String())
 		time.AfterFunc(a.Config.ShutdownGrace, stopWork)
 	})
 	defer stopAfterGrace()
@@ -119,7 +130,13 @@ func (a *App) probes() http.Handler {
 		ctx, cancel := context.WithTimeout(r.Context(), 500*time.Millisecond)
 		defer cancel()
 		if err := a.Service.Ready(ctx); err != nil {
-			writeStatus(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": err.Error()})
+			a.Log.Warn("not ready", "error", err)
+			what := "dependency"
+			var nr *lifecycle.NotReadyError
+			if errors.As(err, &nr) {
+				what = nr.Component
+			}
+			writeStatus(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "unavailable": what})
 			return
 		}
 		writeStatus(w, http.StatusOK, map[string]string{"status": "ok"})
@@ -127,11 +144,15 @@ func (a *App) probes() http.Handler {
 	return mux
 }
 
-func (a *App) serve(ctx context.Context, name, addr string, h http.Handler) error {
+func listen(name, addr string) (net.Listener, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("%s: listen on %s: %w", name, addr, err)
+		return nil, fmt.Errorf("%s: listen on %s: %w", name, addr, err)
 	}
+	return ln, nil
+}
+
+func (a *App) serve(ctx context.Context, name string, ln net.Listener, h http.Handler) error {
 	srv := &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 5 * time.Second, // no Slowloris
@@ -150,7 +171,7 @@ func (a *App) serve(ctx context.Context, name, addr string, h http.Handler) erro
 	}
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), a.Config.ShutdownGrace)
 	defer cancel()
-	a.Log.Info(name+" shutting down: draining in-flight requests", "grace", a.Config.ShutdownGrace)
+	a.Log.Info(name+" shutting down: draining in-flight requests", "grace", a.Config.ShutdownGrace.String())
 	if err := srv.Shutdown(shutdownCtx); err != nil {
 		return fmt.Errorf("%s: shutdown: %w", name, err)
 	}

@@ -61,7 +61,7 @@ const EnvPrefix = "OPSBOX_"
 func Bind(fs *pflag.FlagSet, c *Config) {
 	fs.StringVar(&c.HTTPAddr, "http-addr", "127.0.0.1:8080", "address the HTTP API listens on")
 	fs.StringVar(&c.DatabaseURL, "database-url", "", "PostgreSQL URL (postgres://…); empty runs on the embedded SQLite file under --data-dir")
-	fs.StringVar(&c.RedisURL, "redis-url", "", "Redis URL (redis://…) for the Redis Streams queue; empty uses the in-process queue")
+	fs.StringVar(&c.RedisURL, "redis-url", "", "Redis URL (redis://…) for the Redis Streams queue; required by api and worker, while opsbox up uses an in-process queue when it is empty")
 	fs.StringVar(&c.DataDir, "data-dir", ".opsbox", "folder for the embedded SQLite database")
 	fs.StringVar(&c.WorkerAddr, "worker-addr", "127.0.0.1:9091", "address the worker serves /health and /ready on")
 
@@ -202,11 +202,18 @@ func (c *Config) level() (slog.Level, error) {
 	return l, nil
 }
 
+// EnvHelp tells users how flags and the environment relate.
+const EnvHelp = "Every flag is also an environment variable: --http-addr is OPSBOX_HTTP_ADDR.\nA flag given on the command line wins over the environment."
+
 // Load binds, parses args, applies the environment and validates: the
-// whole configuration of a binary in one call.
-func Load(name string, args []string) (*Config, *pflag.FlagSet, error) {
+// whole configuration of a binary in one call. about is the binary's
+// description for --help.
+func Load(name, about string, args []string) (*Config, *pflag.FlagSet, error) {
 	c := &Config{}
 	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: %s [flags]\n\n%s\n\n%s\n\nFlags:\n%s", name, about, EnvHelp, fs.FlagUsages())
+	}
 	Bind(fs, c)
 	if err := fs.Parse(args); err != nil {
 		return nil, fs, err
