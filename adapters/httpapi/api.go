@@ -257,15 +257,9 @@ type listOutput struct {
 func (h *handlers) list(ctx context.Context, in *listInput) (*listOutput, error) {
 	ctx, cancel := context.WithTimeout(ctx, h.cfg.StoreTimeout)
 	defer cancel()
-	after, err := decodeCursor(in.Cursor)
+	after, limit, err := pageParams(in.Cursor, in.Limit)
 	if err != nil {
-		return nil, huma.Error422UnprocessableEntity("invalid cursor", &huma.ErrorDetail{
-			Location: "query.cursor", Message: "not a cursor returned by this API", Value: in.Cursor,
-		})
-	}
-	limit := in.Limit
-	if limit == 0 {
-		limit = DefaultPageSize
+		return nil, err
 	}
 	page, err := h.svc.List(ctx, ports.ListQuery{Status: task.Status(in.Status), After: after, Limit: limit})
 	if err != nil {
@@ -375,15 +369,9 @@ type deadLettersOutput struct {
 func (h *handlers) listDeadLetters(ctx context.Context, in *deadLettersInput) (*deadLettersOutput, error) {
 	ctx, cancel := context.WithTimeout(ctx, h.cfg.StoreTimeout)
 	defer cancel()
-	after, err := decodeCursor(in.Cursor)
+	after, limit, err := pageParams(in.Cursor, in.Limit)
 	if err != nil {
-		return nil, huma.Error422UnprocessableEntity("invalid cursor", &huma.ErrorDetail{
-			Location: "query.cursor", Message: "not a cursor returned by this API", Value: in.Cursor,
-		})
-	}
-	limit := in.Limit
-	if limit == 0 {
-		limit = DefaultPageSize
+		return nil, err
 	}
 	letters, next, err := h.svc.DeadLetters(ctx, after, limit)
 	if err != nil {
@@ -450,6 +438,20 @@ func problemFor(err error) huma.StatusError {
 	default:
 		return huma.Error500InternalServerError("internal error")
 	}
+}
+
+// pageParams reads the cursor and limit of a listing.
+func pageParams(cursor string, limit int) (after string, n int, err error) {
+	after, err = decodeCursor(cursor)
+	if err != nil {
+		return "", 0, huma.Error422UnprocessableEntity("invalid cursor", &huma.ErrorDetail{
+			Location: "query.cursor", Message: "not a cursor returned by this API", Value: cursor,
+		})
+	}
+	if limit == 0 {
+		limit = DefaultPageSize
+	}
+	return after, limit, nil
 }
 
 // Cursors are opaque to clients: they are the last id of a page, encoded so

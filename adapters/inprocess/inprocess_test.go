@@ -3,12 +3,11 @@ package inprocess_test
 import (
 	"context"
 	"errors"
-	"io"
-	"log/slog"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/opsbox/opsbox/adapters/testsvc"
 
 	"github.com/opsbox/opsbox/adapters/inprocess"
 	"github.com/opsbox/opsbox/adapters/wmqueue"
@@ -21,7 +20,7 @@ func TestContract(t *testing.T) {
 		q, err := inprocess.New(inprocess.Config{
 			Concurrency: cfg.Concurrency,
 			NackDelay:   cfg.NackDelay,
-			Logger:      testLogger(t),
+			Logger:      testsvc.Logger(t),
 		})
 		if err != nil {
 			t.Fatalf("New: %v", err)
@@ -32,7 +31,7 @@ func TestContract(t *testing.T) {
 
 func TestDeadLetters(t *testing.T) {
 	queuetest.ExerciseDeadLetters(t, func(t *testing.T) ports.DeadLetterQueue {
-		q, err := inprocess.New(inprocess.Config{Logger: testLogger(t)})
+		q, err := inprocess.New(inprocess.Config{Logger: testsvc.Logger(t)})
 		if err != nil {
 			t.Fatalf("New: %v", err)
 		}
@@ -42,7 +41,7 @@ func TestDeadLetters(t *testing.T) {
 }
 
 func TestConsumeTwiceFails(t *testing.T) {
-	q, err := inprocess.New(inprocess.Config{Logger: testLogger(t)})
+	q, err := inprocess.New(inprocess.Config{Logger: testsvc.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +67,7 @@ func TestConsumeTwiceFails(t *testing.T) {
 
 // Close while Consume runs stops it: it returns nil once its job returned.
 func TestCloseStopsConsume(t *testing.T) {
-	q, err := inprocess.New(inprocess.Config{Logger: testLogger(t)})
+	q, err := inprocess.New(inprocess.Config{Logger: testsvc.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,31 +97,4 @@ func TestCloseStopsConsume(t *testing.T) {
 	case <-time.After(queuetest.Timeout):
 		t.Fatal("Consume did not return after Close")
 	}
-}
-
-// testLogger writes to the test's output while the test runs; late
-// writes from background goroutines are dropped instead of panicking.
-func testLogger(t *testing.T) *slog.Logger {
-	w := &testWriter{w: t.Output()}
-	t.Cleanup(func() {
-		w.mu.Lock()
-		w.done = true
-		w.mu.Unlock()
-	})
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelWarn}))
-}
-
-type testWriter struct {
-	mu   sync.Mutex
-	w    io.Writer
-	done bool
-}
-
-func (w *testWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.done {
-		return len(p), nil
-	}
-	return w.w.Write(p)
 }

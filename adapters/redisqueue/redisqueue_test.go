@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/url"
 	"sync"
@@ -129,7 +128,7 @@ func TestUnreachableRedisFailsFast(t *testing.T) {
 		}
 	}
 	timed(t, "New", limit, func() error {
-		q, err := redisqueue.New(t.Context(), redisqueue.Config{URL: "redis://127.0.0.1:1/0", Logger: testLogger(t)})
+		q, err := redisqueue.New(t.Context(), redisqueue.Config{URL: "redis://127.0.0.1:1/0", Logger: testsvc.Logger(t)})
 		if err == nil {
 			_ = q.Close()
 		}
@@ -461,7 +460,7 @@ func newQueue(t *testing.T, cfg redisqueue.Config) *redisqueue.Queue {
 		cfg.BlockTime = 100 * time.Millisecond
 	}
 	if cfg.Logger == nil {
-		cfg.Logger = testLogger(t)
+		cfg.Logger = testsvc.Logger(t)
 	}
 	q, err := redisqueue.New(t.Context(), cfg)
 	if err != nil {
@@ -670,31 +669,4 @@ func (p *proxy) down() {
 	for c := range p.conns {
 		_ = c.Close()
 	}
-}
-
-// testLogger writes to the test's output while the test runs; late writes
-// from background goroutines are dropped instead of panicking.
-func testLogger(t *testing.T) *slog.Logger {
-	w := &testWriter{w: t.Output()}
-	t.Cleanup(func() {
-		w.mu.Lock()
-		w.done = true
-		w.mu.Unlock()
-	})
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelWarn}))
-}
-
-type testWriter struct {
-	mu   sync.Mutex
-	w    io.Writer
-	done bool
-}
-
-func (w *testWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.done {
-		return len(p), nil
-	}
-	return w.w.Write(p)
 }
