@@ -103,7 +103,7 @@ func Fuzz() error {
 		fuzztime = "10s"
 	}
 	for _, f := range fuzzTargets {
-		if err := sh.RunV("go", "test", "-run", "^$", "-fuzz", "^"+f.name+"$", "-fuzztime", fuzztime, f.pkg); err != nil {
+		if err := sh.RunV("go", "test", "-run", "^$", "-fuzz", "^"+f.name+"$", "-fuzztime", fuzztime, "-fuzzminimizetime", "1s", f.pkg); err != nil {
 			return fmt.Errorf("fuzz %s: %w", f.name, err)
 		}
 	}

@@ -41,8 +41,12 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	return root
 }
 
+// signalContext ends on SIGINT or SIGTERM. The first signal starts a
+// graceful shutdown; a second one ends the process at once.
 func signalContext() (context.Context, context.CancelFunc) {
-	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	context.AfterFunc(ctx, stop)
+	return ctx, stop
 }
 
 func newUp(cfg *config.Config, stdout io.Writer) *cobra.Command {

@@ -335,6 +335,8 @@ func (e *Executor) heartbeat(ctx context.Context, id string, attempt int, cancel
 			case errors.Is(err, task.ErrIllegalTransition), errors.Is(err, task.ErrNotFound):
 				cancel(errLeaseLost)
 				return
+			case err != nil && ctx.Err() != nil:
+				return // the attempt ended while the heartbeat was being saved
 			case err != nil:
 				// The store is unreachable: keep working; the lease may
 				// still be renewed before it runs out.

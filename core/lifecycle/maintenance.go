@@ -99,6 +99,7 @@ func (m *Maintenance) Run(ctx context.Context) {
 	cleanup := time.NewTicker(m.cfg.CleanupEvery)
 	defer cleanup.Stop()
 	m.cleanupLogged(ctx)
+	defer m.release()
 	for {
 		select {
 		case <-ctx.Done():
@@ -109,6 +110,18 @@ func (m *Maintenance) Run(ctx context.Context) {
 			}
 		case <-cleanup.C:
 			m.cleanupLogged(ctx)
+		}
+	}
+}
+
+// release frees this process's locks so another worker takes over the
+// maintenance at once, not when the leases run out.
+func (m *Maintenance) release() {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	for _, name := range []string{reconcileLock, cleanupLock} {
+		if err := m.locker.Unlock(ctx, name, m.cfg.Holder); err != nil {
+			m.log.Warn("could not release a maintenance lock", "lock", name, "error", err)
 		}
 	}
 }
@@ -214,7 +227,7 @@ func (m *Maintenance) Cleanup(ctx context.Context) (int, error) {
 			break
 		}
 	}
-	m.log.InfoContext(ctx, "cleanup done", "deleted", total, "finished_before", before, "retention", m.cfg.Retention)
+	m.log.InfoContext(ctx, "cleanup done", "deleted", total, "finished_before", before, "retention", m.cfg.Retention.String())
 	return total, nil
 }
 

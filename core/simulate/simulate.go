@@ -32,7 +32,7 @@ const Kind = "simulate"
 // Bounds on the payload, so one task cannot hold a worker for long.
 const (
 	MaxCPURounds = 10_000_000
-	MaxIOms      = 600_000 // ten minutes
+	MaxIOms      = 240_000 // four minutes: within the default five-minute attempt timeout
 )
 
 // Payload is the simulate task's input.

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"time"
 
 	"github.com/opsbox/opsbox/adapters/bunstore"
 	"github.com/opsbox/opsbox/adapters/inprocess"
@@ -207,7 +208,26 @@ func openQueue(ctx context.Context, cfg *config.Config, log *slog.Logger) (ports
 	return q, q, nil
 }
 
+// openRedis connects to Redis, waiting up to a minute for it to come up:
+// a Redis restarting during a rollout should delay start-up, not crash-loop
+// every api and worker.
 func openRedis(ctx context.Context, cfg *config.Config, log *slog.Logger) (*redisqueue.Queue, error) {
+	deadline := time.Now().Add(time.Minute)
+	for wait := 500 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
+		q, err := tryRedis(ctx, cfg, log)
+		if err == nil || !errors.Is(err, ports.ErrUnavailable) || time.Now().After(deadline) {
+			return q, err
+		}
+		log.Warn("Redis unavailable at start-up; retrying", "error", err, "retry_in", wait.String())
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(wait):
+		}
+	}
+}
+
+func tryRedis(ctx context.Context, cfg *config.Config, log *slog.Logger) (*redisqueue.Queue, error) {
 	q, err := redisqueue.New(ctx, redisqueue.Config{
 		URL:         cfg.RedisURL,
 		Stream:      cfg.RedisStream,

@@ -34,6 +34,9 @@ func Main(name, about string, args []string, stdout, stderr io.Writer, run func(
 	log := cfg.Logger(stdout).With("service", name)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// The first signal starts a graceful shutdown; a second one ends the
+	// process at once (the default action, restored by stop).
+	context.AfterFunc(ctx, stop)
 	a, err := Open(ctx, cfg, log)
 	if err != nil {
 		log.Error("start-up failed", "error", err)

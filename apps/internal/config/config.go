@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"github.com/opsbox/opsbox/adapters/httpapi"
 )
 
 // Config holds every setting of the opsbox binaries.
@@ -163,6 +165,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Lease > 0 && c.Lease < 3*time.Second {
 		errs = append(errs, "lease must be at least 3s (workers heartbeat every second at most)")
+	}
+	if _, err := httpapi.ParseTokens(c.APITokens); err != nil {
+		errs = append(errs, "api-tokens: "+err.Error())
 	}
 	if _, err := c.level(); err != nil {
 		errs = append(errs, err.Error())

@@ -57,6 +57,7 @@ func TestInvalidValuesNameTheSetting(t *testing.T) {
 		{nil, map[string]string{"OPSBOX_LOG_LEVEL": "loud"}, "log-level"},
 		{[]string{"--http-addr", "8080"}, nil, "http-addr"},
 		{[]string{"--data-dir", ""}, nil, "data-dir"},
+		{nil, map[string]string{"OPSBOX_API_TOKENS": "short"}, "api-tokens"},
 	}
 	for _, tt := range tests {
 		_, err := load(t, tt.args, tt.env)
