@@ -16,9 +16,10 @@
 //     task is no longer QUEUED. When Consume returns, the entries this
 //     worker still holds (nacked, or read as it stopped) are handed back
 //     for any consumer's next claim pass, without waiting MaxIdleTime.
-//   - The stream is never trimmed here: a MAXLEN trim on XADD could drop
-//     jobs nobody has read yet. Acked entries stay until maintenance trims
-//     them (XTRIM MINID below the group's oldest pending entry).
+//   - Publishing never trims the stream: a MAXLEN trim on XADD could drop
+//     jobs nobody has read yet. Acknowledged entries stay until Trim
+//     (called by the workers' maintenance every minute) removes them with
+//     XTRIM MINID below every group's oldest unread or pending entry.
 //   - If the group disappears (Redis restarted without persistence, or the
 //     key was deleted) the Subscribers stop on the NOGROUP error and the
 //     consume loop subscribes them again, which recreates the group. Jobs

@@ -743,3 +743,41 @@ func TestCleanup(t *testing.T) {
 		t.Errorf("left %d tasks", len(data))
 	}
 }
+
+// trimmingQueue is a queue that counts Trim calls.
+type trimmingQueue struct {
+	*JobQueueMock
+	trims chan struct{}
+}
+
+func (q trimmingQueue) Trim(context.Context) (int64, error) {
+	select {
+	case q.trims <- struct{}{}:
+	default:
+	}
+	return 1, nil
+}
+
+func TestRunTrimsTheQueueAndReleasesLocks(t *testing.T) {
+	store, _ := memStore()
+	q := trimmingQueue{JobQueueMock: recordingQueue(), trims: make(chan struct{}, 1)}
+	locker := memLocker()
+	m := NewMaintenance(store, q, locker, MaintenanceConfig{Holder: "me", TrimEvery: 10 * time.Millisecond}, opts()...)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { m.Run(ctx); close(done) }()
+	select {
+	case <-q.trims:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the queue was never trimmed")
+	}
+	cancel()
+	<-done
+	released := map[string]bool{}
+	for _, c := range locker.UnlockCalls() {
+		released[c.Name] = c.Holder == "me"
+	}
+	if !released[reconcileLock] || !released[cleanupLock] {
+		t.Errorf("locks released on stop: %v", released)
+	}
+}

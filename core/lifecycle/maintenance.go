@@ -34,6 +34,15 @@ type MaintenanceConfig struct {
 	Retention time.Duration
 	// CleanupBatch bounds the rows one delete statement removes (default 1000).
 	CleanupBatch int
+	// TrimEvery is how often a queue that can trim is asked to drop the
+	// jobs it has delivered and had acknowledged (default 1 minute).
+	TrimEvery time.Duration
+}
+
+// Trimmer is implemented by queues whose transport keeps jobs after they
+// are acknowledged (a Redis stream) and can drop them.
+type Trimmer interface {
+	Trim(ctx context.Context) (int64, error)
 }
 
 func (c *MaintenanceConfig) setDefaults() {
@@ -60,6 +69,9 @@ func (c *MaintenanceConfig) setDefaults() {
 	}
 	if c.CleanupBatch <= 0 {
 		c.CleanupBatch = 1000
+	}
+	if c.TrimEvery <= 0 {
+		c.TrimEvery = time.Minute
 	}
 }
 
@@ -98,6 +110,8 @@ func (m *Maintenance) Run(ctx context.Context) {
 	defer reconcile.Stop()
 	cleanup := time.NewTicker(m.cfg.CleanupEvery)
 	defer cleanup.Stop()
+	trim := time.NewTicker(m.cfg.TrimEvery)
+	defer trim.Stop()
 	m.cleanupLogged(ctx)
 	defer m.release()
 	for {
@@ -110,7 +124,25 @@ func (m *Maintenance) Run(ctx context.Context) {
 			}
 		case <-cleanup.C:
 			m.cleanupLogged(ctx)
+		case <-trim.C:
+			m.trim(ctx)
 		}
+	}
+}
+
+// trim asks the queue to drop what it no longer needs. Trimming is safe
+// from any number of workers at once, so it takes no lock.
+func (m *Maintenance) trim(ctx context.Context) {
+	t, ok := m.queue.(Trimmer)
+	if !ok {
+		return
+	}
+	n, err := t.Trim(ctx)
+	switch {
+	case err != nil && ctx.Err() == nil:
+		m.log.WarnContext(ctx, "trimming the queue failed", "error", err)
+	case n > 0:
+		m.log.DebugContext(ctx, "trimmed acknowledged jobs from the queue", "count", n)
 	}
 }
 
