@@ -333,6 +333,19 @@ func TestRetryDeadLetter(t *testing.T) {
 		t.Error("the letter of a deleted task was kept")
 	}
 
+	// A letter whose task was run again some other way is stale.
+	tk2, _ := svc.Create(ctx, task.Spec{Title: "b"})
+	_ = dead.Bury(ctx, ports.DeadLetter{TaskID: tk2.ID})
+	if _, err := svc.Run(ctx, tk2.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.RetryDeadLetter(ctx, "dl-1"); !errors.Is(err, task.ErrIllegalTransition) {
+		t.Errorf("stale letter: %v", err)
+	}
+	if _, err := dead.DeadLetter(ctx, "dl-1"); !errors.Is(err, ports.ErrNotFound) {
+		t.Error("the stale letter was kept")
+	}
+
 	plain := NewService(store, queue, registry(t, nil), opts()...)
 	if _, _, err := plain.DeadLetters(ctx, "", 10); !errors.Is(err, ErrNoDeadLetters) {
 		t.Errorf("without dead letters: %v", err)

@@ -167,8 +167,9 @@ func (s *Service) DeadLetters(ctx context.Context, after string, limit int) ([]p
 }
 
 // RetryDeadLetter re-drives a dead letter: its task is run again (a new
-// round of attempts) and the letter is discarded. A letter whose task was
-// deleted is discarded and reported as not found.
+// round of attempts) and the letter is discarded. A stale letter — its
+// task was deleted, or run again some other way and not FAILED now — is
+// discarded too, and the error says why (not found, or the transition).
 func (s *Service) RetryDeadLetter(ctx context.Context, id string) (*task.Task, error) {
 	if s.dead == nil {
 		return nil, ErrNoDeadLetters
@@ -178,9 +179,11 @@ func (s *Service) RetryDeadLetter(ctx context.Context, id string) (*task.Task, e
 		return nil, err
 	}
 	t, err := s.Run(ctx, d.TaskID)
-	if errors.Is(err, task.ErrNotFound) {
+	if errors.Is(err, task.ErrNotFound) || errors.Is(err, task.ErrIllegalTransition) {
+		// The letter is stale: its task was deleted, or was run again
+		// since (and is in flight, or DONE). Drop it.
 		_ = s.dead.Discard(ctx, id)
-		return nil, fmt.Errorf("dead letter %s: %w", id, err)
+		return nil, fmt.Errorf("dead letter %s is stale: %w", id, err)
 	}
 	if err != nil {
 		return nil, err
