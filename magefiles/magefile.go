@@ -23,7 +23,7 @@ var Default = Build
 
 // modules are the workspace's modules, linted and vetted one by one:
 // linting from the go.work root sees only the root module.
-var modules = []string{".", "adapters", "apps", "magefiles"}
+var modules = []string{".", "adapters", "apps", "bench", "magefiles"}
 
 // binaries are the programs opsbox ships.
 var binaries = []string{"api", "worker", "opsbox"}
@@ -56,7 +56,11 @@ func Test() error {
 	if err := sh.RunV("go", append(args, "work")...); err != nil {
 		return err
 	}
-	return Fuzz()
+	if err := Fuzz(); err != nil {
+		return err
+	}
+	// The benchmark with a tiny N, so it keeps working.
+	return BenchQuick()
 }
 
 // warnMissingServices says up front when the integration tests will skip,
