@@ -1,8 +1,9 @@
 // Package inprocess is the ports.JobQueue and ports.DeadLetterQueue of the
 // embedded single-process mode: API and worker in one process, jobs passed
 // in memory over a Watermill gochannel. Nothing survives the process; at
-// start-up the executor's Recover re-publishes the jobs of tasks that are
-// still QUEUED.
+// start-up the executor's Recover takes back the tasks left RUNNING, and the
+// reconciler re-publishes the jobs of QUEUED ones (DeliveredBefore is "now"
+// for a fresh queue, so every earlier job counts as lost).
 package inprocess
 
 import (
