@@ -48,7 +48,10 @@ type Config struct {
 	// operation but the probes (and /docs and /openapi.*, which are not
 	// operations).
 	Tokens *Tokens
-	Logger *slog.Logger
+	// Middlewares run around every operation, outermost first, before the
+	// token check (so a metrics middleware also counts refused requests).
+	Middlewares []func(huma.Context, func(huma.Context))
+	Logger      *slog.Logger
 }
 
 func (c *Config) setDefaults() {
@@ -101,6 +104,7 @@ func OpenAPI() ([]byte, error) {
 func Register(api huma.API, svc Service, cfg Config) {
 	cfg.setDefaults()
 	h := &handlers{svc: svc, cfg: cfg}
+	api.UseMiddleware(cfg.Middlewares...)
 	api.UseMiddleware(requireToken(api, cfg.Tokens))
 
 	huma.Register(api, huma.Operation{

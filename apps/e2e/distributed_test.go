@@ -1,12 +1,17 @@
 package e2e
 
 import (
+	"bytes"
 	"fmt"
+	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 
 	"github.com/opsbox/opsbox/adapters/testsvc"
 )
@@ -43,8 +48,11 @@ func TestAPIAndWorkersOnPostgresAndRedis(t *testing.T) {
 
 	api := start(t, env, "api")
 	var workers []*proc
+	var workerAddrs []string
 	for range 2 {
-		wenv := append(env[:len(env):len(env)], "OPSBOX_WORKER_ADDR="+freeAddr(t), "OPSBOX_CONCURRENCY=8")
+		addr := freeAddr(t)
+		workerAddrs = append(workerAddrs, addr)
+		wenv := append(env[:len(env):len(env)], "OPSBOX_WORKER_ADDR="+addr, "OPSBOX_CONCURRENCY=8")
 		workers = append(workers, start(t, wenv, "worker"))
 	}
 	c := newClient(t, apiAddr)
@@ -104,6 +112,26 @@ func TestAPIAndWorkersOnPostgresAndRedis(t *testing.T) {
 		}
 	}
 
+	// Metrics: both endpoints lint clean and count what happened.
+	apiMetrics := scrapeMetrics(t, "http://"+apiAddr+"/metrics")
+	for _, want := range []string{
+		`opsbox_jobs_enqueued_total{kind="simulate"} 200`,
+		`opsbox_http_requests_total{code="2xx",method="POST",route="/tasks/{id}/run"} 200`,
+		`opsbox_build_info{`,
+	} {
+		if !strings.Contains(apiMetrics, want) {
+			t.Errorf("api /metrics lacks %s", want)
+		}
+	}
+	succeeded := 0.0
+	for _, addr := range workerAddrs {
+		body := scrapeMetrics(t, "http://"+addr+"/metrics")
+		succeeded += metricValue(body, `opsbox_jobs_finished_total{kind="simulate",outcome="succeeded"}`)
+	}
+	if want := float64(n - n/10); succeeded != want {
+		t.Errorf("workers counted %v succeeded attempts, want %v", succeeded, want)
+	}
+
 	// Both workers took part: each job went to one of them.
 	for _, w := range workers {
 		if !strings.Contains(w.out.String(), "task done") {
@@ -125,4 +153,37 @@ func commandOutput(t *testing.T, env []string, bin string, args ...string) strin
 		t.Errorf("%s %v succeeded, expected it to refuse", bin, args)
 	}
 	return string(out)
+}
+
+// scrapeMetrics fetches a /metrics page and fails on any promlint problem.
+func scrapeMetrics(t *testing.T, url string) string {
+	t.Helper()
+	res, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %d", url, res.StatusCode)
+	}
+	problems, err := promlint.New(bytes.NewReader(b)).Lint()
+	if err != nil {
+		t.Fatalf("promlint %s: %v", url, err)
+	}
+	for _, p := range problems {
+		t.Errorf("promlint %s: %s: %s", url, p.Metric, p.Text)
+	}
+	return string(b)
+}
+
+// metricValue returns the value of one series in a /metrics page, 0 if absent.
+func metricValue(body, series string) float64 {
+	for _, line := range strings.Split(body, "\n") {
+		if rest, ok := strings.CutPrefix(line, series+" "); ok {
+			v, _ := strconv.ParseFloat(strings.TrimSpace(rest), 64)
+			return v
+		}
+	}
+	return 0
 }

@@ -110,6 +110,7 @@ type Executor struct {
 	store    ports.TaskStore
 	queue    ports.JobQueue
 	dead     ports.DeadLetterQueue
+	obs      Observer
 	handlers Lookup
 	cfg      ExecutorConfig
 	clock    ports.Clock
@@ -120,7 +121,7 @@ type Executor struct {
 func NewExecutor(store ports.TaskStore, queue ports.JobQueue, handlers Lookup, cfg ExecutorConfig, opts ...Option) *Executor {
 	o := buildOptions(opts)
 	cfg.setDefaults()
-	return &Executor{store: store, queue: queue, dead: o.dead, handlers: handlers, cfg: cfg, clock: o.clock, log: o.log}
+	return &Executor{store: store, queue: queue, dead: o.dead, obs: o.obs, handlers: handlers, cfg: cfg, clock: o.clock, log: o.log}
 }
 
 // Why a running attempt's context was canceled, besides its timeout.
@@ -184,6 +185,7 @@ func (e *Executor) Process(ctx context.Context, job ports.Job) error {
 	attempt := t.Attempts
 	log = log.With("kind", t.Kind, "attempt", attempt, "max_attempts", t.MaxAttempts)
 	log.InfoContext(ctx, "attempt started")
+	e.obs.AttemptStarted(t.Kind)
 
 	began := time.Now()
 	result, runErr, cause := e.attempt(ctx, *t)
@@ -193,8 +195,10 @@ func (e *Executor) Process(ctx context.Context, job ports.Job) error {
 	defer cancel()
 	if errors.Is(cause, errLeaseLost) {
 		log.WarnContext(ctx, "attempt abandoned: another worker took the task over", "duration_ms", elapsed.Milliseconds())
+		e.obs.AttemptFinished(t.Kind, OutcomeAbandoned, elapsed)
 		return nil
 	}
+	kind := t.Kind
 	interrupted := runErr != nil && ctx.Err() != nil && cause == nil
 	t, err = e.store.Update(saveCtx, t.ID, func(t *task.Task) error {
 		now := e.clock.Now()
@@ -214,17 +218,34 @@ func (e *Executor) Process(ctx context.Context, job ports.Job) error {
 	switch {
 	case errors.Is(err, task.ErrIllegalTransition), errors.Is(err, task.ErrNotFound):
 		log.WarnContext(ctx, "outcome discarded: the attempt is no longer the task's current one", "reason", err.Error())
+		e.obs.AttemptFinished(kind, OutcomeAbandoned, elapsed)
 		return nil
 	case err != nil:
 		return fmt.Errorf("save attempt %d of task %s: %w", attempt, job.TaskID, err)
 	}
 	if interrupted {
 		log.WarnContext(ctx, "attempt given back: the worker is stopping", "duration_ms", elapsed.Milliseconds())
+		e.obs.AttemptFinished(kind, OutcomeInterrupted, elapsed)
 		return errInterrupted
 	}
+	e.obs.AttemptFinished(kind, outcomeOf(t), elapsed)
 	log = log.With("duration_ms", elapsed.Milliseconds())
 	e.afterFinish(ctx, log, t)
 	return nil
+}
+
+// outcomeOf says how the attempt that left t as it is ended.
+func outcomeOf(t *task.Task) Outcome {
+	switch {
+	case t.Status == task.Done:
+		return OutcomeSucceeded
+	case t.Status == task.Canceled:
+		return OutcomeCanceled
+	case t.Retrying():
+		return OutcomeRetried
+	default:
+		return OutcomeFailed
+	}
 }
 
 // afterFinish logs the outcome of an attempt and does what follows it: a

@@ -85,6 +85,7 @@ type Maintenance struct {
 	queue  ports.JobQueue
 	locker ports.Locker
 	dead   ports.DeadLetterQueue
+	obs    Observer
 	cfg    MaintenanceConfig
 	clock  ports.Clock
 	log    *slog.Logger
@@ -94,7 +95,7 @@ type Maintenance struct {
 func NewMaintenance(store ports.TaskStore, queue ports.JobQueue, locker ports.Locker, cfg MaintenanceConfig, opts ...Option) *Maintenance {
 	o := buildOptions(opts)
 	cfg.setDefaults()
-	return &Maintenance{store: store, queue: queue, locker: locker, dead: o.dead, cfg: cfg, clock: o.clock, log: o.log}
+	return &Maintenance{store: store, queue: queue, locker: locker, dead: o.dead, obs: o.obs, cfg: cfg, clock: o.clock, log: o.log}
 }
 
 // Lock names.
@@ -235,6 +236,7 @@ func (m *Maintenance) Reconcile(ctx context.Context) (int, error) {
 	if err := m.queue.Publish(ctx, jobs...); err != nil {
 		return 0, fmt.Errorf("publish %d jobs: %w", len(jobs), err)
 	}
+	m.obs.Republished(len(jobs))
 	m.log.InfoContext(ctx, "published jobs of queued tasks", "count", len(jobs))
 	return len(jobs), nil
 }
@@ -259,6 +261,7 @@ func (m *Maintenance) Cleanup(ctx context.Context) (int, error) {
 			break
 		}
 	}
+	m.obs.Cleaned(total)
 	m.log.InfoContext(ctx, "cleanup done", "deleted", total, "finished_before", before, "retention", m.cfg.Retention.String())
 	return total, nil
 }

@@ -27,6 +27,7 @@ type Service struct {
 	store    ports.TaskStore
 	queue    ports.JobQueue
 	dead     ports.DeadLetterQueue
+	obs      Observer
 	handlers Lookup
 	clock    ports.Clock
 	ids      ports.IDGenerator
@@ -41,6 +42,7 @@ type options struct {
 	ids   ports.IDGenerator
 	log   *slog.Logger
 	dead  ports.DeadLetterQueue
+	obs   Observer
 }
 
 // WithClock sets the clock (default: the system clock).
@@ -58,7 +60,7 @@ func WithDeadLetters(d ports.DeadLetterQueue) Option { return func(o *options) {
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.log = l } }
 
 func buildOptions(opts []Option) options {
-	o := options{clock: systemClock{}, ids: UUIDv7{}, log: slog.Default()}
+	o := options{clock: systemClock{}, ids: UUIDv7{}, log: slog.Default(), obs: nopObserver{}}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -68,7 +70,7 @@ func buildOptions(opts []Option) options {
 // NewService returns a Service over the given store, queue and handlers.
 func NewService(store ports.TaskStore, queue ports.JobQueue, handlers Lookup, opts ...Option) *Service {
 	o := buildOptions(opts)
-	return &Service{store: store, queue: queue, dead: o.dead, handlers: handlers, clock: o.clock, ids: o.ids, log: o.log}
+	return &Service{store: store, queue: queue, dead: o.dead, obs: o.obs, handlers: handlers, clock: o.clock, ids: o.ids, log: o.log}
 }
 
 // Create validates spec and stores a new PENDING task.
@@ -138,6 +140,7 @@ func (s *Service) Run(ctx context.Context, id string) (*task.Task, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.obs.Enqueued(t.Kind)
 	if err := s.queue.Publish(ctx, ports.Job{TaskID: t.ID}); err != nil {
 		s.log.WarnContext(ctx, "job not published; the reconciler will publish it", "task_id", t.ID, "error", err)
 	}

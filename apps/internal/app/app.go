@@ -11,12 +11,15 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime"
 	"time"
 
 	"github.com/opsbox/opsbox/adapters/bunstore"
 	"github.com/opsbox/opsbox/adapters/inprocess"
+	"github.com/opsbox/opsbox/adapters/metrics"
 	"github.com/opsbox/opsbox/adapters/redisqueue"
 	"github.com/opsbox/opsbox/apps/internal/config"
+	"github.com/opsbox/opsbox/apps/internal/version"
 	"github.com/opsbox/opsbox/core/handler"
 	"github.com/opsbox/opsbox/core/lifecycle"
 	"github.com/opsbox/opsbox/core/simulate"
@@ -30,6 +33,7 @@ type App struct {
 	Store       *bunstore.Store
 	Queue       ports.JobQueue
 	Handlers    *handler.Registry
+	Metrics     *metrics.Metrics
 	Service     *lifecycle.Service
 	Executor    *lifecycle.Executor
 	Maintenance *lifecycle.Maintenance
@@ -82,13 +86,17 @@ func open(ctx context.Context, cfg *config.Config, log *slog.Logger) (*App, erro
 		return nil, err
 	}
 	instance := instanceName()
-	opts := []lifecycle.Option{lifecycle.WithLogger(log), lifecycle.WithDeadLetters(dead)}
+	v, rev := version.Get()
+	m := metrics.New(metrics.BuildInfo{Version: v, Revision: rev, GoVersion: runtime.Version()})
+	m.WatchDB(store.DB().DB)
+	opts := []lifecycle.Option{lifecycle.WithLogger(log), lifecycle.WithDeadLetters(dead), lifecycle.WithObserver(m.Observer())}
 	return &App{
 		Config:   cfg,
 		Log:      log,
 		Store:    store,
 		Queue:    queue,
 		Handlers: handlers,
+		Metrics:  m,
 		Instance: instance,
 		Service:  lifecycle.NewService(store, queue, handlers, opts...),
 		Executor: lifecycle.NewExecutor(store, queue, handlers, lifecycle.ExecutorConfig{

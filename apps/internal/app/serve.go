@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/danielgtaylor/huma/v2"
+
 	"github.com/opsbox/opsbox/adapters/httpapi"
 	"github.com/opsbox/opsbox/core/lifecycle"
 	"github.com/opsbox/opsbox/ports"
@@ -21,7 +23,15 @@ func (a *App) ServeAPI(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	h := httpapi.New(a.Service, httpapi.Config{StoreTimeout: a.Config.RequestTimeout, Tokens: tokens, Logger: a.Log})
+	api := httpapi.New(a.Service, httpapi.Config{
+		StoreTimeout: a.Config.RequestTimeout,
+		Tokens:       tokens,
+		Middlewares:  []func(huma.Context, func(huma.Context)){a.Metrics.HumaMiddleware},
+		Logger:       a.Log,
+	})
+	h := http.NewServeMux()
+	h.Handle("GET /metrics", a.Metrics.Handler())
+	h.Handle("/", api)
 	ln, err := listen("api", a.Config.HTTPAddr)
 	if err != nil {
 		return err
@@ -123,6 +133,7 @@ func (a *App) probes() http.Handler {
 		w.WriteHeader(code)
 		_ = json.NewEncoder(w).Encode(body)
 	}
+	mux.Handle("GET /metrics", a.Metrics.Handler())
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, _ *http.Request) {
 		writeStatus(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
