@@ -117,6 +117,15 @@ type JobQueue interface {
 	Close() error
 }
 
+// QueueStats is a snapshot of a queue's backlog, for metrics and alerts.
+type QueueStats struct {
+	Waiting       int64         // jobs published and not yet read by any worker
+	OldestWaiting time.Duration // age of the oldest of them (0 if none)
+	Pending       int64         // jobs read by a worker and not yet acknowledged
+	OldestPending time.Duration // age, since publication, of the oldest of them (0 if none)
+	Consumers     int64         // workers known to the queue
+}
+
 // DeadLetter is the record of a task that failed its last attempt, kept on
 // the queue's dead-letter list until someone re-drives or discards it.
 type DeadLetter struct {

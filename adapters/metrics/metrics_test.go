@@ -15,6 +15,7 @@ import (
 
 	"github.com/opsbox/opsbox/adapters/metrics"
 	"github.com/opsbox/opsbox/core/lifecycle"
+	"github.com/opsbox/opsbox/ports"
 )
 
 // Lint runs promlint over a /metrics body and fails on any problem.
@@ -49,6 +50,7 @@ func TestMetricsAreRecordedAndLintClean(t *testing.T) {
 	o.AttemptFinished("simulate", lifecycle.OutcomeFailed, 30*time.Millisecond)
 	o.Republished(2)
 	o.Cleaned(5)
+	m.WatchQueue(fakeQueue{ports.QueueStats{Waiting: 3, OldestWaiting: 2 * time.Second, Pending: 1, OldestPending: time.Second, Consumers: 4}})
 
 	mux := http.NewServeMux()
 	api := humago.New(mux, huma.DefaultConfig("t", "1"))
@@ -79,6 +81,11 @@ func TestMetricsAreRecordedAndLintClean(t *testing.T) {
 		`opsbox_http_requests_total{code="4xx",method="GET",route="/things/{id}"} 1`,
 		`opsbox_http_request_duration_seconds_count{method="GET",route="/things/{id}"} 3`,
 		`opsbox_http_requests_in_flight 0`,
+		`opsbox_queue_waiting_jobs 3`,
+		`opsbox_queue_oldest_waiting_seconds 2`,
+		`opsbox_queue_pending_jobs 1`,
+		`opsbox_queue_oldest_pending_seconds 1`,
+		`opsbox_queue_consumers 4`,
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %s", want)
@@ -95,3 +102,7 @@ func TestLintCatchesBadNames(t *testing.T) {
 		t.Fatalf("promlint found nothing wrong with a counter without _total: %v", err)
 	}
 }
+
+type fakeQueue struct{ st ports.QueueStats }
+
+func (f fakeQueue) Stats(context.Context) (ports.QueueStats, error) { return f.st, nil }

@@ -82,3 +82,32 @@ func waitFor(t *testing.T, c chan string) string {
 		return ""
 	}
 }
+
+func TestStats(t *testing.T) {
+	url, prefix := testsvc.Redis(t)
+	cfg := redisqueue.Config{URL: url, Stream: prefix + "jobs", Group: prefix + "group", Concurrency: 1}
+	q := newQueue(t, cfg)
+	ctx := context.Background()
+	if st, err := q.Stats(ctx); err != nil || st != (ports.QueueStats{}) {
+		t.Fatalf("stats of a missing stream: %+v %v", st, err)
+	}
+	started, release := make(chan string, 10), make(chan struct{})
+	consume(t, q, func(_ context.Context, job ports.Job) error {
+		started <- job.TaskID
+		<-release
+		return nil
+	})
+	if err := q.Publish(ctx, ports.Job{TaskID: "a"}, ports.Job{TaskID: "b"}, ports.Job{TaskID: "c"}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, started)
+	time.Sleep(100 * time.Millisecond)
+	st, err := q.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Pending != 1 || st.Waiting != 2 || st.Consumers < 1 || st.OldestPending <= 0 || st.OldestWaiting <= 0 {
+		t.Errorf("with one job running and two waiting: %+v", st)
+	}
+	close(release)
+}

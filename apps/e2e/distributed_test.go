@@ -127,6 +127,9 @@ func TestAPIAndWorkersOnPostgresAndRedis(t *testing.T) {
 	for _, addr := range workerAddrs {
 		body := scrapeMetrics(t, "http://"+addr+"/metrics")
 		succeeded += metricValue(body, `opsbox_jobs_finished_total{kind="simulate",outcome="succeeded"}`)
+		if !strings.Contains(body, "opsbox_queue_waiting_jobs 0") || metricValue(body, "opsbox_queue_consumers") < 1 {
+			t.Errorf("worker %s: no queue metrics, or a backlog after every task finished", addr)
+		}
 	}
 	if want := float64(n - n/10); succeeded != want {
 		t.Errorf("workers counted %v succeeded attempts, want %v", succeeded, want)

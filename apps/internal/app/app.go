@@ -89,6 +89,9 @@ func open(ctx context.Context, cfg *config.Config, log *slog.Logger) (*App, erro
 	v, rev := version.Get()
 	m := metrics.New(metrics.BuildInfo{Version: v, Revision: rev, GoVersion: runtime.Version()})
 	m.WatchDB(store.DB().DB)
+	if qs, ok := queue.(metrics.QueueStater); ok {
+		m.WatchQueue(qs)
+	}
 	opts := []lifecycle.Option{lifecycle.WithLogger(log), lifecycle.WithDeadLetters(dead), lifecycle.WithObserver(m.Observer())}
 	return &App{
 		Config:   cfg,
