@@ -59,6 +59,9 @@ func Test() error {
 	if err := Fuzz(); err != nil {
 		return err
 	}
+	if err := ObsCheck(); err != nil {
+		return err
+	}
 	// The benchmark with a tiny N, so it keeps working.
 	return BenchQuick()
 }
@@ -91,6 +94,35 @@ func hostPort(rawURL, fallback string) string {
 		return fallback
 	}
 	return u.Host
+}
+
+// ObsCheck validates the observability files with the tools that consume
+// them: promtool checks the Prometheus configuration and rules and runs the
+// alert unit tests, amtool checks the Alertmanager configuration. Without
+// the tools (Debian: prometheus, prometheus-alertmanager) it warns and
+// skips, except under CI, where it fails.
+func ObsCheck() error {
+	for _, tool := range []string{"promtool", "amtool"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			if os.Getenv("CI") != "" {
+				return fmt.Errorf("%s is not installed (apt-get install prometheus prometheus-alertmanager)", tool)
+			}
+			fmt.Fprintf(os.Stderr, "WARNING: %s is not installed: observability checks SKIPPED\n", tool)
+			return nil
+		}
+	}
+	steps := [][]string{
+		{"promtool", "check", "config", "observability/prometheus/prometheus.yml"},
+		{"promtool", "check", "rules", "observability/prometheus/rules/opsbox.yml"},
+		{"promtool", "test", "rules", "observability/prometheus/rules/opsbox_test.yml"},
+		{"amtool", "check-config", "observability/alertmanager/alertmanager.yml"},
+	}
+	for _, s := range steps {
+		if err := sh.RunV(s[0], s[1:]...); err != nil {
+			return fmt.Errorf("%s: %w", strings.Join(s, " "), err)
+		}
+	}
+	return nil
 }
 
 // fuzzTargets are the fuzz tests and their packages.

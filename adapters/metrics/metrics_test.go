@@ -5,6 +5,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -106,3 +108,35 @@ func TestLintCatchesBadNames(t *testing.T) {
 type fakeQueue struct{ st ports.QueueStats }
 
 func (f fakeQueue) Stats(context.Context) (ports.QueueStats, error) { return f.st, nil }
+
+// TestRulesUseExportedMetrics: every opsbox_* metric the alert and
+// recording rules use is one this package exports. A renamed metric would
+// otherwise leave an alert that can never fire.
+func TestRulesUseExportedMetrics(t *testing.T) {
+	rules, err := os.ReadFile("../../observability/prometheus/rules/opsbox.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := metrics.New(metrics.BuildInfo{})
+	m.WatchQueue(fakeQueue{})
+	o := m.Observer()
+	o.Enqueued("k")
+	o.AttemptStarted("k")
+	o.AttemptFinished("k", lifecycle.OutcomeFailed, time.Second)
+	mux := http.NewServeMux()
+	api := humago.New(mux, huma.DefaultConfig("t", "1"))
+	api.UseMiddleware(m.HumaMiddleware)
+	huma.Get(api, "/x", func(context.Context, *struct{}) (*struct{}, error) { return nil, nil })
+	mux.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/x", nil))
+	body := scrape(t, m.Handler())
+
+	used := regexp.MustCompile(`\bopsbox_[a-z_]+`).FindAllString(string(rules), -1)
+	if len(used) == 0 {
+		t.Fatal("found no opsbox_ metrics in the rules: the check checks nothing")
+	}
+	for _, name := range used {
+		if !strings.Contains(body, "\n"+name+" ") && !strings.Contains(body, "\n"+name+"{") {
+			t.Errorf("the rules use %s, which opsbox does not export", name)
+		}
+	}
+}
