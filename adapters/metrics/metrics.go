@@ -96,6 +96,26 @@ func New(build BuildInfo) *Metrics {
 	return m
 }
 
+// Outcomes lists every outcome the lifecycle reports.
+var outcomes = []lifecycle.Outcome{
+	lifecycle.OutcomeSucceeded, lifecycle.OutcomeRetried, lifecycle.OutcomeFailed,
+	lifecycle.OutcomeCanceled, lifecycle.OutcomeInterrupted, lifecycle.OutcomeAbandoned,
+}
+
+// InitKinds creates the job series of each kind at zero. A counter that
+// first appears at 1 has no earlier sample, so increase() and rate() miss
+// its first event: without this, the first task to fail after a worker
+// starts would never fire the failure alert.
+func (m *Metrics) InitKinds(kinds []string) {
+	for _, k := range kinds {
+		m.enqueued.WithLabelValues(k)
+		m.started.WithLabelValues(k)
+		for _, o := range outcomes {
+			m.finished.WithLabelValues(k, string(o))
+		}
+	}
+}
+
 // WatchDB exports the pool statistics of db (go_sql_* with db_name="opsbox":
 // open, in-use and idle connections, waits for a connection).
 func (m *Metrics) WatchDB(db *sql.DB) {

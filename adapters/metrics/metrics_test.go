@@ -140,3 +140,17 @@ func TestRulesUseExportedMetrics(t *testing.T) {
 		}
 	}
 }
+
+func TestInitKindsStartsSeriesAtZero(t *testing.T) {
+	m := metrics.New(metrics.BuildInfo{})
+	m.InitKinds([]string{"simulate"})
+	body := scrape(t, m.Handler())
+	for _, want := range []string{
+		`opsbox_jobs_finished_total{kind="simulate",outcome="failed"} 0`,
+		`opsbox_jobs_enqueued_total{kind="simulate"} 0`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}

@@ -19,11 +19,13 @@ import (
 
 // stack is an api and its workers sharing one database schema and stream.
 type stack struct {
-	t       *testing.T
-	env     []string
-	api     *proc
-	workers []*proc
-	c       *client
+	t           *testing.T
+	env         []string
+	api         *proc
+	apiAddr     string
+	workers     []*proc
+	workerAddrs []string
+	c           *client
 }
 
 // faultSettings make recovery fast enough to test in seconds.
@@ -49,7 +51,7 @@ func newStack(t *testing.T, dbURL, redisURL, prefix string, workers int) *stack 
 		"OPSBOX_HTTP_ADDR=" + apiAddr,
 	}, faultSettings...)
 	runCmd(t, env, "opsbox", "migrate", "up")
-	s := &stack{t: t, env: env, c: newClient(t, apiAddr)}
+	s := &stack{t: t, env: env, apiAddr: apiAddr, c: newClient(t, apiAddr)}
 	s.api = start(t, env, "api")
 	for range workers {
 		s.addWorker()
@@ -59,8 +61,10 @@ func newStack(t *testing.T, dbURL, redisURL, prefix string, workers int) *stack 
 }
 
 func (s *stack) addWorker() *proc {
-	w := start(s.t, append(s.env[:len(s.env):len(s.env)], "OPSBOX_WORKER_ADDR="+freeAddr(s.t)), "worker")
+	addr := freeAddr(s.t)
+	w := start(s.t, append(s.env[:len(s.env):len(s.env)], "OPSBOX_WORKER_ADDR="+addr), "worker")
 	s.workers = append(s.workers, w)
+	s.workerAddrs = append(s.workerAddrs, addr)
 	return w
 }
 

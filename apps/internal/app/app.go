@@ -92,6 +92,7 @@ func open(ctx context.Context, cfg *config.Config, log *slog.Logger) (*App, erro
 	if qs, ok := queue.(metrics.QueueStater); ok {
 		m.WatchQueue(qs)
 	}
+	m.InitKinds(handlers.Kinds())
 	opts := []lifecycle.Option{lifecycle.WithLogger(log), lifecycle.WithDeadLetters(dead), lifecycle.WithObserver(m.Observer())}
 	return &App{
 		Config:   cfg,
