@@ -187,8 +187,12 @@ func Lint() error {
 	return nil
 }
 
-// Generate regenerates the moq fakes and the OpenAPI document.
+// Generate regenerates the moq fakes, the OpenAPI document and the Grafana
+// dashboards.
 func Generate() error {
+	if err := sh.RunV("go", "run", "./magefiles/dashboards/cmd/gen", "observability/grafana/dashboards"); err != nil {
+		return fmt.Errorf("generate dashboards: %w", err)
+	}
 	for _, m := range []string{".", "adapters", "apps"} {
 		cmd := exec.Command("go", "generate", "./...")
 		cmd.Dir, cmd.Stdout, cmd.Stderr = m, os.Stdout, os.Stderr
@@ -205,6 +209,11 @@ func generated() ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	boards, err := filepath.Glob("observability/grafana/dashboards/*.json")
+	if err != nil {
+		return nil, err
+	}
+	files = append(files, boards...)
 	err = filepath.WalkDir(".", func(path string, d os.DirEntry, err error) error {
 		if err != nil {
 			return err

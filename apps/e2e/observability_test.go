@@ -137,6 +137,34 @@ scrape_configs:
 	eventually(t, "recording rules with data", 60*time.Second, func() bool {
 		return query(`opsbox:jobs_finished:rate5m{outcome="succeeded"}`) > 0 && query(`opsbox:http_requests:rate5m{route="/tasks/{id}/run"}`) > 0
 	})
+	// Every dashboard panel's query returns data.
+	boards, _ := filepath.Glob(filepath.Join(root, "observability/grafana/dashboards/*.json"))
+	if len(boards) == 0 {
+		t.Fatal("no dashboards found")
+	}
+	for _, b := range boards {
+		raw, err := os.ReadFile(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var doc struct {
+			Panels []struct {
+				Title   string
+				Targets []struct{ Expr string }
+			}
+		}
+		if err := json.Unmarshal(raw, &doc); err != nil {
+			t.Fatalf("%s: %v", b, err)
+		}
+		for _, p := range doc.Panels {
+			for _, tg := range p.Targets {
+				eventually(t, fmt.Sprintf("%s: panel %q: %s", filepath.Base(b), p.Title, tg.Expr), 30*time.Second, func() bool {
+					return query(tg.Expr) > 0
+				})
+			}
+		}
+	}
+
 	eventually(t, "OpsboxJobFailures in Alertmanager", 90*time.Second, func() bool {
 		var alerts []struct {
 			Labels map[string]string `json:"labels"`
