@@ -66,6 +66,13 @@ func (c *Config) setDefaults() {
 	}
 }
 
+// MaxBodyBytes is the largest request body accepted; larger ones get 413.
+const MaxBodyBytes = 1 << 20
+
+// maxBodySetting is what Huma needs to accept MaxBodyBytes: it refuses a
+// body that reaches its limit, so the limit is one byte more.
+const maxBodySetting = MaxBodyBytes + 1
+
 // DefaultPageSize is the page size of GET /tasks when no limit is given.
 const DefaultPageSize = 50
 
@@ -121,7 +128,7 @@ func Register(api huma.API, svc Service, cfg Config) {
 
 	huma.Register(api, huma.Operation{
 		OperationID: "create-task", Method: http.MethodPost, Path: "/tasks", Tags: []string{"tasks"},
-		Summary: "Create a task", DefaultStatus: http.StatusCreated, Security: bearer,
+		Summary: "Create a task", DefaultStatus: http.StatusCreated, Security: bearer, MaxBodyBytes: maxBodySetting,
 		Errors: []int{http.StatusBadRequest, http.StatusRequestEntityTooLarge, http.StatusUnprocessableEntity, http.StatusServiceUnavailable},
 	}, h.create)
 	huma.Register(api, huma.Operation{

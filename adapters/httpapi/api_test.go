@@ -124,6 +124,7 @@ func TestBadInput(t *testing.T) {
 	srv := newServer(t)
 	id := create(t, srv, `{"title":"x"}`)
 	big := `{"title":"x","payload":{"a":"` + strings.Repeat("y", 1<<20) + `"}}`
+	exact := `{"title":"x","payload":{"a":"` + strings.Repeat("y", 1<<20-len(`{"title":"x","payload":{"a":""}}`)) + `"}}`
 	tests := []struct {
 		name, method, path, body string
 		status                   int
@@ -142,6 +143,7 @@ func TestBadInput(t *testing.T) {
 		{"max_attempts too high", "POST", "/tasks", `{"title":"x","max_attempts":26}`, 422, "body.max_attempts"},
 		{"wrong type", "POST", "/tasks", `{"title":7}`, 422, "body.title"},
 		{"body over 1 MiB", "POST", "/tasks", big, 413, ""},
+		{"body of exactly 1 MiB is read (and its payload refused)", "POST", "/tasks", exact, 422, "body.payload"},
 		{"unknown id", "GET", "/tasks/0193a000-0000-7000-8000-000000000000", "", 404, ""},
 		{"run unknown id", "POST", "/tasks/nope/run", "", 404, ""},
 		{"empty patch", "PATCH", "/tasks/" + id, `{}`, 422, ""},
