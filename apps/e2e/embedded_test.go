@@ -97,6 +97,7 @@ func TestBadConfigurationFailsClearly(t *testing.T) {
 		{"api", []string{"OPSBOX_DATABASE_URL=postgres://127.0.0.1:1/x"}, nil, "OPSBOX_REDIS_URL"},
 		{"worker", []string{"OPSBOX_JOB_TIMEOUT=-1s", "OPSBOX_REDIS_URL=redis://127.0.0.1:1"}, nil, "job-timeout"},
 		{"api", []string{"OPSBOX_API_TOKENS=short", "OPSBOX_REDIS_URL=redis://127.0.0.1:1"}, nil, "api-tokens"},
+		{"worker", []string{"OPSBOX_REDIS_URL=redis://127.0.0.1:1"}, nil, "OPSBOX_DATABASE_URL"},
 	}
 	for _, tt := range tests {
 		cmd := commandFor(tt.bin, tt.env, tt.args...)

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/opsbox/opsbox/adapters/bunstore"
+	"github.com/opsbox/opsbox/adapters/redisqueue"
 	"github.com/opsbox/opsbox/apps/internal/app"
 	"github.com/opsbox/opsbox/apps/internal/config"
 	"github.com/opsbox/opsbox/apps/internal/version"
@@ -63,6 +64,7 @@ in-process queue. Unfinished tasks from an earlier run are picked up again.`,
 			ctx, stop := signalContext()
 			defer stop()
 			log := cfg.Logger(stdout).With("service", "opsbox")
+			redisqueue.RouteDriverLogs(log)
 			a, err := app.Open(ctx, cfg, log)
 			if err != nil {
 				return err

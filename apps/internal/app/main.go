@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/opsbox/opsbox/adapters/redisqueue"
 	"github.com/opsbox/opsbox/apps/internal/config"
 )
 
@@ -24,14 +25,19 @@ func Main(name, about string, args []string, stdout, stderr io.Writer, run func(
 	if errors.Is(err, pflag.ErrHelp) {
 		return 0
 	}
-	if err == nil && cfg.RedisURL == "" {
+	switch {
+	case err != nil:
+	case cfg.RedisURL == "":
 		err = errors.New("OPSBOX_REDIS_URL (or --redis-url) is required: the api and the worker share jobs through Redis; `opsbox up` runs both in one process without it")
+	case cfg.DatabaseURL == "":
+		err = errors.New("OPSBOX_DATABASE_URL (or --database-url) is required: the api and the worker share tasks through PostgreSQL; `opsbox up` runs both in one process on SQLite")
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", name, err)
 		return 2
 	}
 	log := cfg.Logger(stdout).With("service", name)
+	redisqueue.RouteDriverLogs(log)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	// The first signal starts a graceful shutdown; a second one ends the
