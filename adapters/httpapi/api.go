@@ -110,21 +110,10 @@ func OpenAPI() ([]byte, error) {
 // Register adds opsbox's operations to api.
 func Register(api huma.API, svc Service, cfg Config) {
 	cfg.setDefaults()
-	h := &handlers{svc: svc, cfg: cfg}
+	h := &handlers{svc: svc, readier: svc, cfg: cfg}
 	api.UseMiddleware(cfg.Middlewares...)
 	api.UseMiddleware(requireToken(api, cfg.Tokens))
-
-	huma.Register(api, huma.Operation{
-		OperationID: "health", Method: http.MethodGet, Path: "/health", Tags: []string{"probes"},
-		Summary:     "Liveness",
-		Description: "Answers without touching any dependency: the process is serving.",
-	}, h.health)
-	huma.Register(api, huma.Operation{
-		OperationID: "ready", Method: http.MethodGet, Path: "/ready", Tags: []string{"probes"},
-		Summary:     "Readiness",
-		Description: "Checks the database and the queue with a short timeout; 503 when either is down.",
-		Errors:      []int{http.StatusServiceUnavailable},
-	}, h.ready)
+	h.registerProbes(api)
 
 	huma.Register(api, huma.Operation{
 		OperationID: "create-task", Method: http.MethodPost, Path: "/tasks", Tags: []string{"tasks"},
@@ -190,8 +179,40 @@ func Register(api huma.API, svc Service, cfg Config) {
 }
 
 type handlers struct {
-	svc Service
-	cfg Config
+	svc     Service
+	readier Readier
+	cfg     Config
+}
+
+// Readier is what the probes need: a check of the dependencies.
+type Readier interface {
+	Ready(ctx context.Context) error
+}
+
+func (h *handlers) registerProbes(api huma.API) {
+	huma.Register(api, huma.Operation{
+		OperationID: "health", Method: http.MethodGet, Path: "/health", Tags: []string{"probes"},
+		Summary:     "Liveness",
+		Description: "Answers without touching any dependency: the process is serving.",
+	}, h.health)
+	huma.Register(api, huma.Operation{
+		OperationID: "ready", Method: http.MethodGet, Path: "/ready", Tags: []string{"probes"},
+		Summary:     "Readiness",
+		Description: "Checks the database and the queue with a short timeout; 503 when either is down.",
+		Errors:      []int{http.StatusServiceUnavailable},
+	}, h.ready)
+}
+
+// NewProbes returns a handler with only /health and /ready, answering as
+// the API's do: for processes that serve no API, such as a worker.
+func NewProbes(r Readier, cfg Config) http.Handler {
+	cfg.setDefaults()
+	hc := NewConfig()
+	hc.OpenAPIPath, hc.DocsPath, hc.SchemasPath = "", "", ""
+	mux := http.NewServeMux()
+	h := &handlers{readier: r, cfg: cfg}
+	h.registerProbes(humago.New(mux, hc))
+	return withProblemFallback(mux)
 }
 
 type statusBody struct {
@@ -209,7 +230,7 @@ func (h *handlers) health(context.Context, *struct{}) (*statusBody, error) {
 func (h *handlers) ready(ctx context.Context, _ *struct{}) (*statusBody, error) {
 	ctx, cancel := context.WithTimeout(ctx, h.cfg.ReadyTimeout)
 	defer cancel()
-	if err := h.svc.Ready(ctx); err != nil {
+	if err := h.readier.Ready(ctx); err != nil {
 		h.cfg.Logger.WarnContext(ctx, "not ready", "error", err)
 		// Say which dependency, not its address or credentials.
 		what := "a dependency"

@@ -2,7 +2,6 @@ package app
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -12,7 +11,6 @@ import (
 	"github.com/danielgtaylor/huma/v2"
 
 	"github.com/opsbox/opsbox/adapters/httpapi"
-	"github.com/opsbox/opsbox/core/lifecycle"
 	"github.com/opsbox/opsbox/ports"
 )
 
@@ -126,32 +124,12 @@ func (a *App) Consume(ctx context.Context) error {
 	return err
 }
 
+// probes serves the worker's /health, /ready (as the API answers them)
+// and /metrics.
 func (a *App) probes() http.Handler {
 	mux := http.NewServeMux()
-	writeStatus := func(w http.ResponseWriter, code int, body map[string]string) {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(code)
-		_ = json.NewEncoder(w).Encode(body)
-	}
 	mux.Handle("GET /metrics", a.Metrics.Handler())
-	mux.HandleFunc("GET /health", func(w http.ResponseWriter, _ *http.Request) {
-		writeStatus(w, http.StatusOK, map[string]string{"status": "ok"})
-	})
-	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), 500*time.Millisecond)
-		defer cancel()
-		if err := a.Service.Ready(ctx); err != nil {
-			a.Log.Warn("not ready", "error", err)
-			what := "dependency"
-			var nr *lifecycle.NotReadyError
-			if errors.As(err, &nr) {
-				what = nr.Component
-			}
-			writeStatus(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "unavailable": what})
-			return
-		}
-		writeStatus(w, http.StatusOK, map[string]string{"status": "ok"})
-	})
+	mux.Handle("/", httpapi.NewProbes(a.Service, httpapi.Config{Logger: a.Log}))
 	return mux
 }
 
