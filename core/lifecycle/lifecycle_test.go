@@ -729,6 +729,29 @@ func TestReconcile(t *testing.T) {
 	}
 }
 
+func TestReconcileStoreOutage(t *testing.T) {
+	// The database goes away between finding stranded tasks and updating
+	// them: the pass ends with an error naming the task, publishes nothing,
+	// and does not bring the worker down.
+	ctx := context.Background()
+	store, data := memStore()
+	tk, _ := task.New("stranded", task.Spec{Title: "x", MaxAttempts: 2}, t0.Add(-time.Hour))
+	_ = tk.Enqueue(t0.Add(-time.Hour))
+	data[tk.ID] = tk
+	store.UpdateFunc = func(context.Context, string, func(*task.Task) error) (*task.Task, error) {
+		return nil, fmt.Errorf("conn closed: %w", ports.ErrUnavailable)
+	}
+	queue := recordingQueue()
+	m := NewMaintenance(store, queue, memLocker(), MaintenanceConfig{Holder: "me", MinAge: 5 * time.Second, Lease: 30 * time.Second}, opts()...)
+	n, err := m.Reconcile(ctx)
+	if !errors.Is(err, ports.ErrUnavailable) || !strings.Contains(err.Error(), "stranded") || n != 0 {
+		t.Errorf("Reconcile = %d, %v; want the outage reported for task stranded", n, err)
+	}
+	if len(queue.PublishCalls()) != 0 {
+		t.Error("published jobs although no task was marked")
+	}
+}
+
 func TestCleanup(t *testing.T) {
 	ctx := context.Background()
 	store, data := memStore()

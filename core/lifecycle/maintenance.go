@@ -192,9 +192,9 @@ func (m *Maintenance) Reconcile(ctx context.Context) (int, error) {
 		return 0, fmt.Errorf("find stranded tasks: %w", err)
 	}
 	var jobs []ports.Job
-	for _, t := range tasks {
+	for _, stranded := range tasks {
 		marked, rescued := false, false
-		t, err := m.store.Update(ctx, t.ID, func(t *task.Task) error {
+		t, err := m.store.Update(ctx, stranded.ID, func(t *task.Task) error {
 			marked = false
 			now := m.clock.Now()
 			rescued = false
@@ -214,7 +214,8 @@ func (m *Maintenance) Reconcile(ctx context.Context) (int, error) {
 			continue // it moved on meanwhile
 		}
 		if err != nil {
-			return 0, fmt.Errorf("reconcile task %s: %w", t.ID, err)
+			// t is nil here: name the task by the id we asked for.
+			return 0, fmt.Errorf("reconcile task %s: %w", stranded.ID, err)
 		}
 		if rescued {
 			m.log.WarnContext(ctx, "took back a task whose worker stopped responding", "task_id", t.ID, "attempt", t.Attempts, "status", t.Status)
