@@ -87,7 +87,7 @@ type worker struct {
 func (b *bench) wire(store *bunstore.Store, queue interface {
 	ports.JobQueue
 	ports.DeadLetterQueue
-}) (*worker, error) {
+}, concurrency int) (*worker, error) {
 	h := &noopHandler{}
 	handlers := handler.NewRegistry()
 	if err := handlers.Register(noopKind, h); err != nil {
@@ -102,10 +102,11 @@ func (b *bench) wire(store *bunstore.Store, queue interface {
 		handler: h,
 		service: lifecycle.NewService(store, queue, handlers, opts...),
 		executor: lifecycle.NewExecutor(store, queue, handlers, lifecycle.ExecutorConfig{
-			Worker:  instance,
-			Timeout: 5 * time.Minute,
-			Lease:   30 * time.Second,
-			Backoff: lifecycle.Backoff{Base: time.Second, Max: 5 * time.Minute},
+			Worker:      instance,
+			Timeout:     5 * time.Minute,
+			Lease:       30 * time.Second,
+			Backoff:     lifecycle.Backoff{Base: time.Second, Max: 5 * time.Minute},
+			Concurrency: concurrency,
 		}, opts...),
 		maint: lifecycle.NewMaintenance(store, queue, store, lifecycle.MaintenanceConfig{
 			Holder:         instance,
@@ -275,14 +276,14 @@ func (b *bench) opsboxPostgres(ctx context.Context, c, n int, cpuProfile string)
 	defer rdb.Close()
 	defer rdb.Del(context.WithoutCancel(ctx), stream, stream+":dead")
 	queue, err := redisqueue.New(ctx, redisqueue.Config{
-		URL: b.o.redisURL, Stream: stream, Group: "opsbox-bench", Concurrency: c,
+		URL: b.o.redisURL, Stream: stream, Group: "opsbox-bench", Concurrency: 2 * c,
 		MaxIdleTime: time.Minute, Logger: b.log,
 	})
 	if err != nil {
 		return res, err
 	}
 	defer queue.Close()
-	w, err := b.wire(store, queue)
+	w, err := b.wire(store, queue, c)
 	if err != nil {
 		return res, err
 	}
@@ -356,12 +357,12 @@ func (b *bench) opsboxEmbedded(ctx context.Context, c, n int) (res burnResult, e
 	if _, err := store.MigrateUp(ctx); err != nil {
 		return res, err
 	}
-	queue, err := inprocess.New(inprocess.Config{Concurrency: c, Logger: b.log})
+	queue, err := inprocess.New(inprocess.Config{Concurrency: 2 * c, Logger: b.log})
 	if err != nil {
 		return res, err
 	}
 	defer queue.Close()
-	w, err := b.wire(store, queue)
+	w, err := b.wire(store, queue, c)
 	if err != nil {
 		return res, err
 	}

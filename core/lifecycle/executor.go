@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"runtime/debug"
+	"sync"
 	"time"
 
 	"github.com/opsbox/opsbox/core/task"
@@ -37,6 +38,13 @@ type ExecutorConfig struct {
 	// Abandon is how long a handler that ignores its canceled context is
 	// waited for before its attempt is failed anyway (default 10 s).
 	Abandon time.Duration
+	// Concurrency is how many attempts run at once at most (0: as many as
+	// the queue delivers). A job takes a slot before its task is marked
+	// RUNNING and gives it back as soon as its handler returns, while the
+	// outcome is still being saved. So a queue configured to deliver more
+	// jobs than this (opsbox's worker asks for twice as many) keeps every
+	// slot busy: one job's outcome is saved while the next one starts.
+	Concurrency int
 }
 
 func (c *ExecutorConfig) setDefaults() {
@@ -107,6 +115,7 @@ type TimeoutHandler interface {
 // Executor is the worker side of the lifecycle: it turns one job into one
 // attempt of its task.
 type Executor struct {
+	slots    chan struct{} // one token per running attempt; nil: no limit
 	store    ports.TaskStore
 	queue    ports.JobQueue
 	dead     ports.DeadLetterQueue
@@ -121,7 +130,11 @@ type Executor struct {
 func NewExecutor(store ports.TaskStore, queue ports.JobQueue, handlers Lookup, cfg ExecutorConfig, opts ...Option) *Executor {
 	o := buildOptions(opts)
 	cfg.setDefaults()
-	return &Executor{store: store, queue: queue, dead: o.dead, obs: o.obs, handlers: handlers, cfg: cfg, clock: o.clock, log: o.log}
+	var slots chan struct{}
+	if cfg.Concurrency > 0 {
+		slots = make(chan struct{}, cfg.Concurrency)
+	}
+	return &Executor{slots: slots, store: store, queue: queue, dead: o.dead, obs: o.obs, handlers: handlers, cfg: cfg, clock: o.clock, log: o.log}
 }
 
 // Why a running attempt's context was canceled, besides its timeout.
@@ -149,6 +162,11 @@ var errInterrupted = errors.New("attempt interrupted by shutdown")
 //   - An error is returned, and the job delivered again, only when the
 //     store or queue could not be reached or the worker is stopping.
 func (e *Executor) Process(ctx context.Context, job ports.Job) error {
+	release, err := e.takeSlot(ctx)
+	if err != nil {
+		return err
+	}
+	defer release()
 	log := e.log.With("task_id", job.TaskID)
 	rescued := false
 	t, err := e.store.Update(ctx, job.TaskID, func(t *task.Task) error {
@@ -190,6 +208,7 @@ func (e *Executor) Process(ctx context.Context, job ports.Job) error {
 	began := time.Now()
 	result, runErr, cause := e.attempt(ctx, *t)
 	elapsed := time.Since(began)
+	release() // the next job may start while this outcome is saved
 
 	saveCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.cfg.SaveTimeout)
 	defer cancel()
@@ -232,6 +251,21 @@ func (e *Executor) Process(ctx context.Context, job ports.Job) error {
 	log = log.With("duration_ms", elapsed.Milliseconds())
 	e.afterFinish(ctx, log, t)
 	return nil
+}
+
+// takeSlot waits for a free attempt slot, or for ctx to end. The release
+// it returns may be called more than once.
+func (e *Executor) takeSlot(ctx context.Context) (release func(), err error) {
+	if e.slots == nil {
+		return func() {}, nil
+	}
+	select {
+	case e.slots <- struct{}{}:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("wait for a free slot: %w", context.Cause(ctx))
+	}
+	var once sync.Once
+	return func() { once.Do(func() { <-e.slots }) }, nil
 }
 
 // outcomeOf says how the attempt that left t as it is ended.

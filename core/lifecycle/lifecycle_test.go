@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -608,6 +609,64 @@ func TestProcessShutdownGivesTheAttemptBack(t *testing.T) {
 	got := data[id]
 	if got.Status != task.Queued || got.Attempts != 0 || got.History[0].Outcome != task.Interrupted {
 		t.Errorf("after shutdown: %s attempts %d history %+v", got.Status, got.Attempts, got.History)
+	}
+}
+
+func TestProcessConcurrencyLimit(t *testing.T) {
+	// One slot: the second job's handler waits for the first's to return,
+	// but not for the first's outcome to be saved.
+	store, data := memStore()
+	running := make(chan string, 2)
+	proceed := make(chan struct{})
+	h := ports.HandlerFunc(func(_ context.Context, tk task.Task) (json.RawMessage, error) {
+		running <- tk.ID
+		<-proceed
+		return json.RawMessage(`{}`), nil
+	})
+	first := queuedTask(t, data, "gate", `{}`, 0, 3)
+	data["job-2"] = func() *task.Task { c := *data[first]; c.ID = "job-2"; return &c }()
+	second := "job-2"
+	saving, saved := make(chan struct{}), make(chan struct{})
+	update := store.UpdateFunc
+	var firstUpdates atomic.Int32
+	store.UpdateFunc = func(ctx context.Context, id string, fn func(*task.Task) error) (*task.Task, error) {
+		if id == first && firstUpdates.Add(1) == 2 {
+			close(saving)
+			<-saved // the first outcome's save hangs until the end
+		}
+		return update(ctx, id, fn)
+	}
+	ex := NewExecutor(store, recordingQueue(), registry(t, map[string]ports.Handler{"gate": h}), ExecutorConfig{Concurrency: 1}, opts()...)
+	done := make(chan error, 2)
+	go func() { done <- ex.Process(context.Background(), ports.Job{TaskID: first}) }()
+	if got := <-running; got != first {
+		t.Fatalf("started %s first", got)
+	}
+	go func() { done <- ex.Process(context.Background(), ports.Job{TaskID: second}) }()
+	select {
+	case id := <-running:
+		t.Fatalf("%s started while the only slot was taken", id)
+	case <-time.After(50 * time.Millisecond):
+	}
+	proceed <- struct{}{} // the first handler returns; its save blocks
+	<-saving
+	select {
+	case id := <-running:
+		if id != second {
+			t.Fatalf("started %s, want %s", id, second)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the second job did not start while the first outcome was being saved")
+	}
+	close(proceed)
+	close(saved)
+	for range 2 {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if data[first].Status != task.Done || data[second].Status != task.Done {
+		t.Errorf("statuses %s %s, want both DONE", data[first].Status, data[second].Status)
 	}
 }
 

@@ -104,10 +104,11 @@ func open(ctx context.Context, cfg *config.Config, log *slog.Logger) (*App, erro
 		Instance: instance,
 		Service:  lifecycle.NewService(store, queue, handlers, opts...),
 		Executor: lifecycle.NewExecutor(store, queue, handlers, lifecycle.ExecutorConfig{
-			Worker:  instance,
-			Timeout: cfg.JobTimeout,
-			Lease:   cfg.Lease,
-			Backoff: lifecycle.Backoff{Base: cfg.RetryBackoffBase, Max: cfg.RetryBackoffMax},
+			Worker:      instance,
+			Timeout:     cfg.JobTimeout,
+			Lease:       cfg.Lease,
+			Backoff:     lifecycle.Backoff{Base: cfg.RetryBackoffBase, Max: cfg.RetryBackoffMax},
+			Concurrency: cfg.Concurrency,
 		}, opts...),
 		Maintenance: lifecycle.NewMaintenance(store, queue, store, lifecycle.MaintenanceConfig{
 			Holder:         instance,
@@ -200,6 +201,11 @@ func checkSchema(ctx context.Context, cfg *config.Config, store *bunstore.Store,
 	return nil
 }
 
+// queueConcurrency is how many jobs the worker takes from its queue at once:
+// twice the attempts it runs at once (the executor's limit), so that while
+// one job's outcome is being saved the next one is already at hand.
+func queueConcurrency(cfg *config.Config) int { return 2 * cfg.Concurrency }
+
 // queue is what opsbox needs of its queue adapters: jobs and dead letters.
 type queue interface {
 	ports.JobQueue
@@ -210,7 +216,7 @@ func openQueue(ctx context.Context, cfg *config.Config, log *slog.Logger) (ports
 	var q queue
 	var err error
 	if cfg.RedisURL == "" {
-		q, err = inprocess.New(inprocess.Config{Concurrency: cfg.Concurrency, Logger: log})
+		q, err = inprocess.New(inprocess.Config{Concurrency: queueConcurrency(cfg), Logger: log})
 	} else {
 		q, err = openRedis(ctx, cfg, log)
 	}
@@ -244,7 +250,7 @@ func tryRedis(ctx context.Context, cfg *config.Config, log *slog.Logger) (*redis
 		URL:         cfg.RedisURL,
 		Stream:      cfg.RedisStream,
 		Group:       cfg.RedisGroup,
-		Concurrency: cfg.Concurrency,
+		Concurrency: queueConcurrency(cfg),
 		MaxIdleTime: cfg.RedisClaimIdle,
 		Logger:      log,
 	})
