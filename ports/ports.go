@@ -30,10 +30,13 @@ type TaskStore interface {
 	Get(ctx context.Context, id string) (*task.Task, error)
 	// List returns one page of tasks, newest first.
 	List(ctx context.Context, q ListQuery) (Page, error)
-	// Update loads the task, calls fn on it and saves the result, all in one
-	// transaction that holds the task against concurrent updates, so fn sees
-	// the latest state and two racing updates cannot both win. If fn returns
-	// an error nothing is saved and Update returns that error unchanged.
+	// Update loads the task, calls fn on it and saves the result, so that fn
+	// decides on the latest state and two racing updates cannot both win
+	// (a row lock, or a version check that runs fn again on a fresh copy
+	// when the task changed meanwhile: fn may be called more than once and
+	// must depend only on the task it is given). If fn returns an error
+	// nothing is saved and Update returns that error unchanged. An error
+	// from the store means nothing was saved.
 	Update(ctx context.Context, id string, fn func(*task.Task) error) (*task.Task, error)
 	// Delete removes the task if fn, called on its latest state in the same
 	// transaction, returns nil.

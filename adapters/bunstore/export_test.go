@@ -19,3 +19,10 @@ func StrandedSQL(s *Store, q ports.StrandedQuery) string { return s.strandedQuer
 func DeleteFinishedSQL(s *Store, before time.Time, limit int) string {
 	return s.deleteFinishedQuery(before, limit).String()
 }
+
+// Batches returns how many batches of Updates the store has run.
+func Batches(s *Store) int64 { return s.commits.batches.Load() }
+
+// BatchesRetriedAlone returns how many batches the database refused whole,
+// so that their Updates were retried one by one.
+func BatchesRetriedAlone(s *Store) int64 { return s.commits.singles.Load() }

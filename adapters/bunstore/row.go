@@ -16,7 +16,9 @@ import (
 // taskRow is the bun model of the tasks table. It is kept apart from
 // task.Task so the entity stays free of storage tags and the column types
 // can suit both dialects: JSON travels as text (jsonb on Postgres, TEXT on
-// SQLite) and times as dbTime.
+// SQLite) and times as dbTime. The timestamptz tags name the PostgreSQL
+// column type for the casts of a batched UPDATE's VALUES list (see
+// writeRows); the migrations, not bun, create the tables.
 type taskRow struct {
 	bun.BaseModel `bun:"table:tasks"`
 
@@ -27,18 +29,22 @@ type taskRow struct {
 	Status      string         `bun:"status"`
 	Attempts    int            `bun:"attempts"`
 	MaxAttempts int            `bun:"max_attempts"`
-	CreatedAt   dbTime         `bun:"created_at"`
-	UpdatedAt   dbTime         `bun:"updated_at"`
-	StartedAt   dbTime         `bun:"started_at"`
-	FinishedAt  dbTime         `bun:"finished_at"`
+	CreatedAt   dbTime         `bun:"created_at,type:timestamptz"`
+	UpdatedAt   dbTime         `bun:"updated_at,type:timestamptz"`
+	StartedAt   dbTime         `bun:"started_at,type:timestamptz"`
+	FinishedAt  dbTime         `bun:"finished_at,type:timestamptz"`
 	Result      sql.NullString `bun:"result"`
 	Error       string         `bun:"error"`
 
-	AvailableAt     dbTime `bun:"available_at"`
-	EnqueuedAt      dbTime `bun:"enqueued_at"`
-	HeartbeatAt     dbTime `bun:"heartbeat_at"`
+	AvailableAt     dbTime `bun:"available_at,type:timestamptz"`
+	EnqueuedAt      dbTime `bun:"enqueued_at,type:timestamptz"`
+	HeartbeatAt     dbTime `bun:"heartbeat_at,type:timestamptz"`
 	CancelRequested bool   `bun:"cancel_requested"`
 	History         string `bun:"history"` // a JSON array of attemptJSON
+
+	// Version counts the row's updates (see the migration
+	// 20261203160000_task_version). It is the store's, not the task's.
+	Version int64 `bun:"version"`
 }
 
 // attemptJSON is how one task.Attempt is kept in the history column. Times

@@ -38,6 +38,8 @@ import (
 type Store struct {
 	db       *bun.DB
 	postgres bool
+	commits  *committer // the batches Update runs in
+	cache    rowCache   // rows last written, PostgreSQL only
 }
 
 var _ ports.TaskStore = (*Store)(nil)
@@ -61,6 +63,10 @@ type PoolConfig struct {
 	// connect_timeout, else 2 s). With the server down, every call fails
 	// within it instead of hanging.
 	ConnectTimeout time.Duration
+	// CommitBatches is how many batches of Updates may be committing at
+	// once (default 4); Updates arriving meanwhile wait and form the next
+	// batch. Each batch holds one connection.
+	CommitBatches int
 }
 
 func (c PoolConfig) withDefaults() PoolConfig {
@@ -75,6 +81,9 @@ func (c PoolConfig) withDefaults() PoolConfig {
 	}
 	if c.ConnMaxIdleTime <= 0 {
 		c.ConnMaxIdleTime = 5 * time.Minute
+	}
+	if c.CommitBatches <= 0 {
+		c.CommitBatches = 4
 	}
 	return c
 }
@@ -117,7 +126,9 @@ func OpenPostgres(ctx context.Context, databaseURL string, cfg PoolConfig) (*Sto
 	sqldb.SetMaxIdleConns(cfg.MaxIdleConns)
 	sqldb.SetConnMaxLifetime(cfg.ConnMaxLifetime)
 	sqldb.SetConnMaxIdleTime(cfg.ConnMaxIdleTime)
-	return &Store{db: bun.NewDB(sqldb, pgdialect.New()), postgres: true}, nil
+	s := &Store{db: bun.NewDB(sqldb, pgdialect.New()), postgres: true}
+	s.commits = newCommitter(s, cfg.CommitBatches)
+	return s, nil
 }
 
 // timeoutConnector bounds each new connection by a deadline of its own, on
@@ -170,6 +181,7 @@ func OpenSQLite(ctx context.Context, path string) (*Store, error) {
 	sqldb.SetConnMaxLifetime(0)
 	sqldb.SetConnMaxIdleTime(0)
 	s := &Store{db: bun.NewDB(sqldb, sqlitedialect.New())}
+	s.commits = newCommitter(s, 1) // one connection: one transaction at a time
 	if err := s.Ping(ctx); err != nil {
 		_ = sqldb.Close()
 		return nil, fmt.Errorf("open sqlite %q: %w", path, err)
@@ -243,40 +255,14 @@ func (s *Store) List(ctx context.Context, q ports.ListQuery) (ports.Page, error)
 	return page, nil
 }
 
-// Update implements ports.TaskStore. The row is read with SELECT ... FOR
-// UPDATE on PostgreSQL; on SQLite the transaction holds the database's write
+// Update implements ports.TaskStore. Concurrent Updates share
+// transactions (see committer): the rows are read with SELECT ... FOR UPDATE
+// on PostgreSQL, and on SQLite the transaction holds the database's write
 // lock from its start. Either way a concurrent Update of the same task waits
 // and then sees this one's result. fn may not change the id; the creation
 // time is never rewritten.
 func (s *Store) Update(ctx context.Context, id string, fn func(*task.Task) error) (*task.Task, error) {
-	var out *task.Task
-	err := s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		row, err := s.lockRow(ctx, tx, id)
-		if err != nil {
-			return err
-		}
-		t, err := row.toTask()
-		if err != nil {
-			return err
-		}
-		if err := fn(t); err != nil {
-			return &fnError{err}
-		}
-		if t.ID != id {
-			return fmt.Errorf("fn changed the task id to %q", t.ID)
-		}
-		next := rowFromTask(t)
-		next.CreatedAt = row.CreatedAt
-		if _, err := tx.NewUpdate().Model(next).ExcludeColumn("id", "created_at").WherePK().Exec(ctx); err != nil {
-			return err
-		}
-		out, err = next.toTask()
-		return err
-	})
-	if err != nil {
-		return nil, classify(err, "update", id)
-	}
-	return out, nil
+	return s.commits.do(ctx, id, fn)
 }
 
 // Delete implements ports.TaskStore, holding the task as Update does while
@@ -297,6 +283,7 @@ func (s *Store) Delete(ctx context.Context, id string, fn func(*task.Task) error
 		_, err = tx.NewDelete().Model(row).WherePK().Exec(ctx)
 		return err
 	})
+	s.cache.drop(id)
 	return classify(err, "delete", id)
 }
 

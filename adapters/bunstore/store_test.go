@@ -55,6 +55,14 @@ func openPostgres(t *testing.T) *bunstore.Store {
 	return s
 }
 
+// bothDialects opens a migrated store of each dialect, by name.
+func bothDialects() map[string]func(t *testing.T) *bunstore.Store {
+	return map[string]func(t *testing.T) *bunstore.Store{
+		"sqlite":   func(t *testing.T) *bunstore.Store { s, _ := openSQLite(t); return migrated(t, s) },
+		"postgres": func(t *testing.T) *bunstore.Store { return migrated(t, openPostgres(t)) },
+	}
+}
+
 func migrated(t *testing.T, s *bunstore.Store) *bunstore.Store {
 	t.Helper()
 	if _, err := s.MigrateUp(testContext(t)); err != nil {
@@ -188,10 +196,7 @@ func TestSQLiteTwoPoolsRace(t *testing.T) {
 
 func TestCreateDuplicateIsErrDuplicateID(t *testing.T) {
 	t.Parallel()
-	for name, open := range map[string]func(t *testing.T) *bunstore.Store{
-		"sqlite":   func(t *testing.T) *bunstore.Store { s, _ := openSQLite(t); return migrated(t, s) },
-		"postgres": func(t *testing.T) *bunstore.Store { return migrated(t, openPostgres(t)) },
-	} {
+	for name, open := range bothDialects() {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			s := open(t)

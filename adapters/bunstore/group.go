@@ -1,0 +1,474 @@
+package bunstore
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/uptrace/bun"
+
+	"github.com/opsbox/opsbox/core/task"
+	"github.com/opsbox/opsbox/ports"
+)
+
+// Group commit.
+//
+// Every job costs at least two status changes (RUNNING, then its outcome),
+// and with a transaction each a worker spends its time waiting on round
+// trips and on the database flushing its log, not running SQL. So Update
+// does not open a transaction of its own. It joins a batch: the Updates that
+// arrive while earlier batches are being written are gathered, each
+// caller's fn is applied to its own task, and the changed rows are written
+// in one statement. Under light load a batch holds one Update and costs
+// what a lone one did; under heavy load batches grow and the commits per
+// task shrink.
+//
+// On PostgreSQL the batch is optimistic: rows are read without locks (or
+// taken from a small cache of rows this store wrote last) and written back
+// with UPDATE ... FROM (VALUES ...) WHERE version = the version read, in
+// autocommit. A row someone else changed meanwhile is not written; its fn
+// runs again on a fresh read, so fn still decides on the latest state and
+// two racing updates cannot both win. A task's second status change in a
+// worker (the outcome after the start) is then one statement, one round
+// trip. SQLite runs in the process with one connection and a database-wide
+// write lock, so there a batch is one transaction, rows written one by one.
+//
+// Callers see no difference: each gets its own task or error, and an error
+// from one fn leaves the others' changes alone.
+
+const (
+	// maxBatch caps the Updates of one batch, bounding its statement.
+	maxBatch = 128
+	// maxRounds bounds how often a batch reads again the rows that others
+	// changed under it before giving up on them.
+	maxRounds = 10
+	// cachedRows bounds the rows a store remembers having written.
+	cachedRows = 4096
+	// maxBatchWait bounds a batch's transaction when no caller set a
+	// deadline sooner, so a hung connection cannot hold callers forever.
+	maxBatchWait = 30 * time.Second
+)
+
+// updateReq is one caller's Update waiting for its batch.
+type updateReq struct {
+	ctx  context.Context
+	id   string
+	fn   func(*task.Task) error
+	done chan updateRes // buffered: the batch never waits for the caller
+}
+
+type updateRes struct {
+	t      *task.Task
+	err    error
+	panicV any // a panic of fn, raised again on the caller's goroutine
+}
+
+// committer gathers Updates into batches and runs at most maxInflight
+// batches at once, each in a goroutine that lives as long as its batch.
+type committer struct {
+	store       *Store
+	maxInflight int
+
+	mu       sync.Mutex
+	pending  []*updateReq
+	inflight int
+	busy     map[string]bool // task ids of the batches being written
+	batches  atomic.Int64    // batches run, for tests
+	singles  atomic.Int64    // batches refused and retried one Update at a time
+}
+
+func newCommitter(s *Store, maxInflight int) *committer {
+	return &committer{store: s, maxInflight: max(1, maxInflight), busy: make(map[string]bool)}
+}
+
+// do runs one Update through a batch and waits for its result. Once the
+// request is part of a batch the caller waits for that batch even if ctx
+// is canceled meanwhile: the batch may commit, and an error must mean the
+// change was not made. The batch's own deadline (the earliest of its
+// callers', at most maxBatchWait) bounds the wait.
+func (c *committer) do(ctx context.Context, id string, fn func(*task.Task) error) (*task.Task, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, classify(err, "update", id)
+	}
+	req := &updateReq{ctx: ctx, id: id, fn: fn, done: make(chan updateRes, 1)}
+	c.mu.Lock()
+	c.pending = append(c.pending, req)
+	c.startLocked()
+	c.mu.Unlock()
+	res := <-req.done
+	if res.panicV != nil {
+		panic(res.panicV)
+	}
+	return res.t, res.err
+}
+
+// startLocked starts batches while there is room and work. A task is in
+// one batch at a time: a second Update of a task waits for the batch that
+// holds the first, so it sees that one's result, and batches of this store
+// never race each other for a row.
+func (c *committer) startLocked() {
+	for c.inflight < c.maxInflight {
+		var batch, rest []*updateReq
+		for _, r := range c.pending {
+			if len(batch) < maxBatch && !c.busy[r.id] {
+				c.busy[r.id] = true
+				batch = append(batch, r)
+				continue
+			}
+			rest = append(rest, r)
+		}
+		c.pending = rest
+		if len(batch) == 0 {
+			return
+		}
+		c.inflight++
+		go c.run(batch)
+	}
+}
+
+func (c *committer) run(batch []*updateReq) {
+	c.commit(batch)
+	c.mu.Lock()
+	for _, r := range batch {
+		delete(c.busy, r.id)
+	}
+	c.inflight--
+	c.startLocked()
+	c.mu.Unlock()
+}
+
+// commit answers every request of the batch.
+func (c *committer) commit(batch []*updateReq) {
+	live := make([]*updateReq, 0, len(batch)) // not batch[:0]: run still needs batch
+	for _, r := range batch {
+		if err := r.ctx.Err(); err != nil {
+			r.done <- updateRes{err: classify(err, "update", r.id)}
+			continue
+		}
+		live = append(live, r)
+	}
+	if len(live) == 0 {
+		return
+	}
+	ctx, cancel := batchContext(live)
+	defer cancel()
+	c.batches.Add(1)
+	if c.store.postgres {
+		for i, res := range c.store.updateOptimistic(ctx, live) {
+			live[i].done <- res
+		}
+		return
+	}
+	res, err := c.store.updateLocked(ctx, live)
+	if err != nil && len(live) > 1 && ctx.Err() == nil && !isUnavailable(err) {
+		// One bad row must not fail its neighbours: try each alone.
+		c.singles.Add(1)
+		for _, r := range live {
+			one, err := c.store.updateLocked(ctx, []*updateReq{r})
+			if err != nil {
+				one = []updateRes{{err: classify(err, "update", r.id)}}
+			}
+			r.done <- one[0]
+		}
+		return
+	}
+	for i, r := range live {
+		if err != nil {
+			r.done <- updateRes{err: classify(err, "update", r.id)}
+			continue
+		}
+		r.done <- res[i]
+	}
+}
+
+// batchContext returns the context a batch runs in: the values of its
+// first request (loggers, trace context), no cancellation, and the earliest
+// deadline among its requests, at most maxBatchWait away.
+func batchContext(batch []*updateReq) (context.Context, context.CancelFunc) {
+	deadline := time.Now().Add(maxBatchWait)
+	for _, r := range batch {
+		if d, ok := r.ctx.Deadline(); ok && d.Before(deadline) {
+			deadline = d
+		}
+	}
+	return context.WithDeadline(context.WithoutCancel(batch[0].ctx), deadline)
+}
+
+// updateLocked runs one transaction for the requests, whose task ids are
+// distinct, and returns their results in order. An error means nothing was
+// saved; results then are nil.
+func (s *Store) updateLocked(ctx context.Context, reqs []*updateReq) ([]updateRes, error) {
+	res := make([]updateRes, len(reqs))
+	err := s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		clear(res)
+		rows, err := s.lockRows(ctx, tx, reqs)
+		if err != nil {
+			return err
+		}
+		var changed []*taskRow
+		var changedAt []int
+		for i, r := range reqs {
+			row := rows[r.id]
+			next, out := apply(row, r)
+			if next == nil {
+				res[i] = out
+				continue
+			}
+			next.Version = row.Version + 1
+			changed = append(changed, next)
+			changedAt = append(changedAt, i)
+		}
+		for _, row := range changed {
+			if _, err := tx.NewUpdate().Model(row).ExcludeColumn("id", "created_at").WherePK().Exec(ctx); err != nil {
+				return err
+			}
+		}
+		for j, next := range changed {
+			t, err := next.toTask()
+			if err != nil {
+				return err
+			}
+			res[changedAt[j]].t = t
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// apply runs the request's fn on the task in row. It returns the row to
+// write, or nil and the caller's outcome when there is nothing to write: no
+// row (the task does not exist), an error of fn (returned unchanged, as the
+// port promises) or its panic.
+func apply(row *taskRow, r *updateReq) (next *taskRow, out updateRes) {
+	if row == nil {
+		return nil, updateRes{err: fmt.Errorf("update task %s: %w", r.id, task.ErrNotFound)}
+	}
+	t, err := row.toTask()
+	if err != nil {
+		return nil, updateRes{err: classify(err, "update", r.id)}
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			next, out = nil, updateRes{panicV: p}
+		}
+	}()
+	if err := r.fn(t); err != nil {
+		return nil, updateRes{err: err}
+	}
+	if t.ID != r.id {
+		return nil, updateRes{err: fmt.Errorf("update task %s: fn changed the task id to %q", r.id, t.ID)}
+	}
+	next = rowFromTask(t)
+	next.CreatedAt = row.CreatedAt
+	return next, updateRes{}
+}
+
+// lockRows reads the requests' rows, keyed by id, so that no other
+// transaction can change them before tx ends: on SQLite the immediate
+// transaction already excludes other writers; on PostgreSQL (not used by
+// Update there, see updateOptimistic) the rows are locked in id order, the
+// same in every batch, so two batches cannot deadlock on each other.
+func (s *Store) lockRows(ctx context.Context, tx bun.Tx, reqs []*updateReq) (map[string]*taskRow, error) {
+	ids := make([]string, len(reqs))
+	for i, r := range reqs {
+		ids[i] = r.id
+	}
+	slices.Sort(ids)
+	var rows []taskRow
+	sel := tx.NewSelect().Model(&rows).Where("? IN (?)", bun.Ident("id"), bun.In(ids)).OrderExpr("? ASC", bun.Ident("id"))
+	if s.postgres {
+		sel = sel.For("UPDATE")
+	}
+	if err := sel.Scan(ctx); err != nil {
+		return nil, err
+	}
+	return byID(rows), nil
+}
+
+func byID(rows []taskRow) map[string]*taskRow {
+	m := make(map[string]*taskRow, len(rows))
+	for i := range rows {
+		m[rows[i].ID] = &rows[i]
+	}
+	return m
+}
+
+// updateOptimistic applies and writes the requests, whose task ids are
+// distinct, on PostgreSQL, and returns their results in order. Each round
+// reads the rows it lacks (without locks), applies the fns and writes every
+// changed row whose version is still the one read, in one statement; the
+// rows others changed meanwhile go to the next round with a fresh read. A
+// result based on a cached row counts only once the database confirmed it:
+// when fn refuses a cached row, it is asked again about a fresh one.
+func (s *Store) updateOptimistic(ctx context.Context, reqs []*updateReq) []updateRes {
+	res := make([]updateRes, len(reqs))
+	todo := make([]int, len(reqs))
+	for i := range todo {
+		todo[i] = i
+	}
+	stale := make([]bool, len(reqs)) // the cache may not be trusted for reqs[i]
+	fail := func(err error) {
+		for _, i := range todo {
+			res[i].err = classify(err, "update", reqs[i].id)
+		}
+	}
+	for round := 0; len(todo) > 0; round++ {
+		if round == maxRounds {
+			fail(fmt.Errorf("changed by others %d times in a row: %w", maxRounds, ports.ErrUnavailable))
+			break
+		}
+		if round > 1 {
+			// Another process keeps writing these rows: give it room.
+			time.Sleep(time.Duration(round) * time.Millisecond)
+		}
+		rows := make(map[string]*taskRow, len(todo))
+		fromDB := make(map[string]bool)
+		var read []string
+		for _, i := range todo {
+			id := reqs[i].id
+			if row := s.cache.get(id); row != nil && !stale[i] {
+				rows[id] = row
+				continue
+			}
+			read = append(read, id)
+		}
+		if len(read) > 0 {
+			var got []taskRow
+			if err := s.db.NewSelect().Model(&got).Where("? IN (?)", bun.Ident("id"), bun.In(read)).Scan(ctx); err != nil {
+				fail(err)
+				break
+			}
+			for id, row := range byID(got) {
+				rows[id] = row
+				fromDB[id] = true
+			}
+		}
+		var writes []*taskRow
+		var writeAt, again []int
+		for _, i := range todo {
+			r := reqs[i]
+			row := rows[r.id]
+			next, out := apply(row, r)
+			if next == nil {
+				if row != nil && !fromDB[r.id] && out.panicV == nil {
+					stale[i] = true // a refusal of a cached row: check a fresh one
+					again = append(again, i)
+					continue
+				}
+				res[i] = out
+				continue
+			}
+			next.Version = row.Version
+			writes = append(writes, next)
+			writeAt = append(writeAt, i)
+		}
+		written, err := s.writeVersioned(ctx, writes)
+		if err != nil {
+			todo = append(again, writeAt...)
+			fail(err)
+			break
+		}
+		for j, row := range writes {
+			i := writeAt[j]
+			if !written[row.ID] {
+				s.cache.drop(row.ID)
+				stale[i] = true
+				again = append(again, i)
+				continue
+			}
+			row.Version++
+			s.cache.put(row)
+			if res[i].t, err = row.toTask(); err != nil {
+				res[i].err = classify(err, "update", row.ID)
+			}
+		}
+		todo = again
+	}
+	return res
+}
+
+// writeVersioned writes rows whose Version holds the version they were
+// read at, each only if the database still has that version, raising it,
+// in one statement, and returns the ids it wrote.
+func (s *Store) writeVersioned(ctx context.Context, rows []*taskRow) (map[string]bool, error) {
+	if len(rows) == 0 {
+		return nil, nil
+	}
+	q := s.db.NewUpdate().
+		With("_data", s.db.NewValues(&rows)).
+		Model((*taskRow)(nil)).
+		TableExpr("_data").
+		Where("?TableAlias.? = _data.?", bun.Ident("id"), bun.Ident("id")).
+		Where("?TableAlias.? = _data.?", bun.Ident("version"), bun.Ident("version")).
+		Set("? = _data.? + 1", bun.Ident("version"), bun.Ident("version")).
+		Returning("?TableAlias.?", bun.Ident("id"))
+	for _, c := range bulkColumns {
+		q = q.Set("? = _data.?"+c.cast, bun.Ident(c.name), bun.Ident(c.name))
+	}
+	var ids []string
+	if err := q.Scan(ctx, &ids); err != nil {
+		return nil, err
+	}
+	written := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		written[id] = true
+	}
+	return written, nil
+}
+
+// bulkColumns are the columns writeVersioned sets from its VALUES list
+// (all but id, created_at and version), with the casts they need: bun types
+// the JSON columns as text, which PostgreSQL does not assign to jsonb by
+// itself. (The times are typed by the timestamptz tags of taskRow.)
+var bulkColumns = []struct{ name, cast string }{
+	{"title", ""}, {"kind", ""}, {"payload", "::jsonb"}, {"status", ""},
+	{"attempts", ""}, {"max_attempts", ""}, {"updated_at", ""},
+	{"started_at", ""}, {"finished_at", ""}, {"result", "::jsonb"},
+	{"error", ""}, {"available_at", ""}, {"enqueued_at", ""},
+	{"heartbeat_at", ""}, {"cancel_requested", ""}, {"history", "::jsonb"},
+}
+
+// rowCache remembers the last row this store wrote for a task, so the next
+// update of that task (a worker saving the outcome of the attempt it just
+// started) can skip reading it. A stale entry costs one more round: the
+// version check refuses the write. It holds at most cachedRows rows and
+// forgets half of them, in no particular order, when full.
+type rowCache struct {
+	mu   sync.Mutex
+	rows map[string]*taskRow // read-only once stored
+}
+
+func (c *rowCache) get(id string) *taskRow {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.rows[id]
+}
+
+func (c *rowCache) put(row *taskRow) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.rows == nil {
+		c.rows = make(map[string]*taskRow)
+	}
+	if len(c.rows) >= cachedRows {
+		for id := range c.rows {
+			delete(c.rows, id)
+			if len(c.rows) < cachedRows/2 {
+				break
+			}
+		}
+	}
+	c.rows[row.ID] = row
+}
+
+func (c *rowCache) drop(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.rows, id)
+}
