@@ -14,7 +14,7 @@ import (
 
 // allMigrations lists every migration, oldest first, in both dialects.
 func allMigrations() []string {
-	return []string{"20261201000000_create_tasks", "20261203000000_task_leases"}
+	return []string{"20261201000000_create_tasks", "20261203000000_task_leases", "20261210000000_task_traceparent"}
 }
 
 // bunTables are bun/migrate's own tables, which stay after rolling back.

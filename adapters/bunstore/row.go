@@ -39,6 +39,7 @@ type taskRow struct {
 	HeartbeatAt     dbTime `bun:"heartbeat_at"`
 	CancelRequested bool   `bun:"cancel_requested"`
 	History         string `bun:"history"` // a JSON array of attemptJSON
+	TraceParent     string `bun:"traceparent"`
 }
 
 // attemptJSON is how one task.Attempt is kept in the history column. Times
@@ -130,6 +131,7 @@ func rowFromTask(t *task.Task) *taskRow {
 		HeartbeatAt:     newNullDBTime(t.HeartbeatAt),
 		CancelRequested: t.CancelRequested,
 		History:         encodeHistory(t.History),
+		TraceParent:     t.TraceParent,
 	}
 	if len(r.Payload) == 0 {
 		r.Payload = "{}"
@@ -164,6 +166,7 @@ func (r *taskRow) toTask() (*task.Task, error) {
 		HeartbeatAt:     r.HeartbeatAt.ptr(),
 		CancelRequested: r.CancelRequested,
 		History:         history,
+		TraceParent:     r.TraceParent,
 	}
 	if r.Result.Valid {
 		t.Result = compactJSON(r.Result.String)

@@ -111,6 +111,7 @@ type Executor struct {
 	queue    ports.JobQueue
 	dead     ports.DeadLetterQueue
 	obs      Observer
+	tracer   Tracer
 	handlers Lookup
 	cfg      ExecutorConfig
 	clock    ports.Clock
@@ -121,7 +122,7 @@ type Executor struct {
 func NewExecutor(store ports.TaskStore, queue ports.JobQueue, handlers Lookup, cfg ExecutorConfig, opts ...Option) *Executor {
 	o := buildOptions(opts)
 	cfg.setDefaults()
-	return &Executor{store: store, queue: queue, dead: o.dead, obs: o.obs, handlers: handlers, cfg: cfg, clock: o.clock, log: o.log}
+	return &Executor{store: store, queue: queue, dead: o.dead, obs: o.obs, tracer: o.tracer, handlers: handlers, cfg: cfg, clock: o.clock, log: o.log}
 }
 
 // Why a running attempt's context was canceled, besides its timeout.
@@ -184,6 +185,11 @@ func (e *Executor) Process(ctx context.Context, job ports.Job) error {
 	}
 	attempt := t.Attempts
 	log = log.With("kind", t.Kind, "attempt", attempt, "max_attempts", t.MaxAttempts)
+	// The attempt, its saves and its logs run in the attempt's span.
+	ctx, span := e.tracer.StartAttempt(ctx, *t)
+	var outcome Outcome
+	var runErr error
+	defer func() { span.End(outcome, runErr) }()
 	log.InfoContext(ctx, "attempt started")
 	e.obs.AttemptStarted(t.Kind)
 
@@ -195,7 +201,8 @@ func (e *Executor) Process(ctx context.Context, job ports.Job) error {
 	defer cancel()
 	if errors.Is(cause, errLeaseLost) {
 		log.WarnContext(ctx, "attempt abandoned: another worker took the task over", "duration_ms", elapsed.Milliseconds())
-		e.obs.AttemptFinished(t.Kind, OutcomeAbandoned, elapsed)
+		outcome = OutcomeAbandoned
+		e.obs.AttemptFinished(t.Kind, outcome, elapsed)
 		return nil
 	}
 	kind := t.Kind
@@ -218,17 +225,20 @@ func (e *Executor) Process(ctx context.Context, job ports.Job) error {
 	switch {
 	case errors.Is(err, task.ErrIllegalTransition), errors.Is(err, task.ErrNotFound):
 		log.WarnContext(ctx, "outcome discarded: the attempt is no longer the task's current one", "reason", err.Error())
-		e.obs.AttemptFinished(kind, OutcomeAbandoned, elapsed)
+		outcome = OutcomeAbandoned
+		e.obs.AttemptFinished(kind, outcome, elapsed)
 		return nil
 	case err != nil:
 		return fmt.Errorf("save attempt %d of task %s: %w", attempt, job.TaskID, err)
 	}
 	if interrupted {
 		log.WarnContext(ctx, "attempt given back: the worker is stopping", "duration_ms", elapsed.Milliseconds())
-		e.obs.AttemptFinished(kind, OutcomeInterrupted, elapsed)
+		outcome = OutcomeInterrupted
+		e.obs.AttemptFinished(kind, outcome, elapsed)
 		return errInterrupted
 	}
-	e.obs.AttemptFinished(kind, outcomeOf(t), elapsed)
+	outcome = outcomeOf(t)
+	e.obs.AttemptFinished(kind, outcome, elapsed)
 	log = log.With("duration_ms", elapsed.Milliseconds())
 	e.afterFinish(ctx, log, t)
 	return nil
