@@ -41,11 +41,16 @@ func (t *Tracing) Handler(h http.Handler) http.Handler {
 
 // InstrumentDB adds a span for every query bun runs within a traced
 // operation. Queries outside any trace (the workers' periodic maintenance)
-// make no spans: a root span per poll would drown the traces.
+// make no spans: a root span per poll would drown the traces. Call it
+// before db is in use: it adds the hook in place.
 func (t *Tracing) InstrumentDB(db *bun.DB) {
 	if !t.Enabled() {
 		return
 	}
+	// WithQueryHook, the replacement, returns a copy of db, and the store
+	// keeps the *bun.DB it opened: hooking it in place leaves the store's
+	// constructors alone.
+	//lint:ignore SA1019 see above
 	db.AddQueryHook(bunotel.NewQueryHook(
 		bunotel.WithTracerProvider(childOnly{provider: t.provider}),
 		bunotel.WithMeterProvider(metricnoop.NewMeterProvider()),
