@@ -96,6 +96,11 @@ type Job struct {
 	Metadata map[string]string // propagated with the message (trace context, for example)
 }
 
+// MetadataTraceParent is the Job.Metadata key of the W3C traceparent of the
+// task's trace (see task.Task.TraceParent). The name is the W3C header's, so
+// an OpenTelemetry propagator reads the metadata map as it is.
+const MetadataTraceParent = "traceparent"
+
 // JobFunc processes one job. Returning nil acknowledges the job; returning an
 // error leaves it unacknowledged so the queue delivers it again later.
 type JobFunc func(ctx context.Context, job Job) error

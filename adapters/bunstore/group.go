@@ -3,6 +3,7 @@ package bunstore
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -408,8 +409,16 @@ func (s *Store) writeVersioned(ctx context.Context, rows []*taskRow) (map[string
 		Where("?TableAlias.? = _data.?", bun.Ident("version"), bun.Ident("version")).
 		Set("? = _data.? + 1", bun.Ident("version"), bun.Ident("version")).
 		Returning("?TableAlias.?", bun.Ident("id"))
-	for _, c := range bulkColumns {
-		q = q.Set("? = _data.?"+c.cast, bun.Ident(c.name), bun.Ident(c.name))
+	// Every column of the model but the key, the creation time and the
+	// version, so a column added to taskRow is written without more code.
+	for _, f := range s.db.Table(reflect.TypeFor[taskRow]()).Fields {
+		switch name := f.Name; {
+		case name == "id", name == "created_at", name == "version":
+		case jsonColumns[name]:
+			q = q.Set("? = _data.?::jsonb", bun.Ident(name), bun.Ident(name))
+		default:
+			q = q.Set("? = _data.?", bun.Ident(name), bun.Ident(name))
+		}
 	}
 	var ids []string
 	if err := q.Scan(ctx, &ids); err != nil {
@@ -422,17 +431,10 @@ func (s *Store) writeVersioned(ctx context.Context, rows []*taskRow) (map[string
 	return written, nil
 }
 
-// bulkColumns are the columns writeVersioned sets from its VALUES list
-// (all but id, created_at and version), with the casts they need: bun types
-// the JSON columns as text, which PostgreSQL does not assign to jsonb by
-// itself. (The times are typed by the timestamptz tags of taskRow.)
-var bulkColumns = []struct{ name, cast string }{
-	{"title", ""}, {"kind", ""}, {"payload", "::jsonb"}, {"status", ""},
-	{"attempts", ""}, {"max_attempts", ""}, {"updated_at", ""},
-	{"started_at", ""}, {"finished_at", ""}, {"result", "::jsonb"},
-	{"error", ""}, {"available_at", ""}, {"enqueued_at", ""},
-	{"heartbeat_at", ""}, {"cancel_requested", ""}, {"history", "::jsonb"},
-}
+// jsonColumns need a cast in writeVersioned's SET: bun types them as text
+// in the VALUES list, which PostgreSQL does not assign to jsonb by itself.
+// (The times are typed by the timestamptz tags of taskRow.)
+var jsonColumns = map[string]bool{"payload": true, "result": true, "history": true}
 
 // rowCache remembers the last row this store wrote for a task, so the next
 // update of that task (a worker saving the outcome of the attempt it just

@@ -14,7 +14,7 @@ import (
 
 // allMigrations lists every migration, oldest first, in both dialects.
 func allMigrations() []string {
-	return []string{"20261201000000_create_tasks", "20261203000000_task_leases", "20261203160000_task_version"}
+	return []string{"20261201000000_create_tasks", "20261203000000_task_leases", "20261203160000_task_version", "20261203170000_task_traceparent"}
 }
 
 // bunTables are bun/migrate's own tables, which stay after rolling back.

@@ -41,6 +41,7 @@ type taskRow struct {
 	HeartbeatAt     dbTime `bun:"heartbeat_at,type:timestamptz"`
 	CancelRequested bool   `bun:"cancel_requested"`
 	History         string `bun:"history"` // a JSON array of attemptJSON
+	TraceParent     string `bun:"traceparent"`
 
 	// Version counts the row's updates (see the migration
 	// 20261203160000_task_version). It is the store's, not the task's.
@@ -136,6 +137,7 @@ func rowFromTask(t *task.Task) *taskRow {
 		HeartbeatAt:     newNullDBTime(t.HeartbeatAt),
 		CancelRequested: t.CancelRequested,
 		History:         encodeHistory(t.History),
+		TraceParent:     t.TraceParent,
 	}
 	if len(r.Payload) == 0 {
 		r.Payload = "{}"
@@ -170,6 +172,7 @@ func (r *taskRow) toTask() (*task.Task, error) {
 		HeartbeatAt:     r.HeartbeatAt.ptr(),
 		CancelRequested: r.CancelRequested,
 		History:         history,
+		TraceParent:     r.TraceParent,
 	}
 	if r.Result.Valid {
 		t.Result = compactJSON(r.Result.String)

@@ -61,6 +61,7 @@ type Task struct {
 	// CancelRequested is shown while a RUNNING task's worker is being asked to stop.
 	CancelRequested bool      `json:"cancel_requested,omitempty" doc:"A cancellation was asked for; the worker is stopping the attempt."`
 	History         []Attempt `json:"history" doc:"Every attempt, oldest first (at most 50)."`
+	TraceID         string    `json:"trace_id,omitempty" pattern:"^[0-9a-f]{32}$" doc:"The OpenTelemetry trace of the latest run: the request that ran the task and every attempt since, retries included. Absent when that run was not traced."`
 }
 
 // Attempt is the record of one attempt.
@@ -106,6 +107,7 @@ func fromTask(t *task.Task) Task {
 
 		CancelRequested: t.CancelRequested,
 		History:         make([]Attempt, 0, len(t.History)),
+		TraceID:         t.TraceID(),
 	}
 	if t.Status == task.Queued {
 		at := t.AvailableAt

@@ -110,6 +110,9 @@ type Config struct {
 	// Logger receives the queue's and Watermill's logs (default
 	// slog.Default()).
 	Logger *slog.Logger
+	// Instrument, if set, is called with the queue's Redis client before
+	// its first command, to add hooks (tracing) that see every command.
+	Instrument func(*redis.Client) error
 }
 
 func (c Config) withDefaults() (Config, error) {
@@ -203,6 +206,12 @@ func New(ctx context.Context, cfg Config) (*Queue, error) {
 	// Honour the caller's deadline (an HTTP request's) as well.
 	opts.ContextTimeoutEnabled = true
 	client := redis.NewClient(opts)
+	if cfg.Instrument != nil {
+		if err := cfg.Instrument(client); err != nil {
+			_ = client.Close()
+			return nil, fmt.Errorf("redisqueue: instrument the client: %w", err)
+		}
+	}
 	pingCtx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
 	if err := client.Ping(pingCtx).Err(); err != nil {

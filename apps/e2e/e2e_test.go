@@ -118,12 +118,12 @@ func (p *proc) stop(t *testing.T, grace time.Duration) bool {
 	}
 }
 
-// cleanEnv drops OPSBOX_* settings of the caller so each test says exactly
-// what its processes run on.
+// cleanEnv drops OPSBOX_* and OTEL_* settings of the caller so each test
+// says exactly what its processes run on (and where they send traces).
 func cleanEnv() []string {
 	var env []string
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "OPSBOX_") {
+		if !strings.HasPrefix(kv, "OPSBOX_") && !strings.HasPrefix(kv, "OTEL_") {
 			env = append(env, kv)
 		}
 	}

@@ -65,7 +65,7 @@ in-process queue. Unfinished tasks from an earlier run are picked up again.`,
 			defer stop()
 			log := cfg.Logger(stdout).With("service", "opsbox")
 			redisqueue.RouteDriverLogs(log)
-			a, err := app.Open(ctx, cfg, log)
+			a, err := app.Open(ctx, "opsbox", cfg, log)
 			if err != nil {
 				return err
 			}

@@ -120,6 +120,7 @@ type Executor struct {
 	queue    ports.JobQueue
 	dead     ports.DeadLetterQueue
 	obs      Observer
+	tracer   Tracer
 	handlers Lookup
 	cfg      ExecutorConfig
 	clock    ports.Clock
@@ -134,7 +135,7 @@ func NewExecutor(store ports.TaskStore, queue ports.JobQueue, handlers Lookup, c
 	if cfg.Concurrency > 0 {
 		slots = make(chan struct{}, cfg.Concurrency)
 	}
-	return &Executor{slots: slots, store: store, queue: queue, dead: o.dead, obs: o.obs, handlers: handlers, cfg: cfg, clock: o.clock, log: o.log}
+	return &Executor{slots: slots, store: store, queue: queue, dead: o.dead, obs: o.obs, tracer: o.tracer, handlers: handlers, cfg: cfg, clock: o.clock, log: o.log}
 }
 
 // Why a running attempt's context was canceled, besides its timeout.
@@ -202,6 +203,11 @@ func (e *Executor) Process(ctx context.Context, job ports.Job) error {
 	}
 	attempt := t.Attempts
 	log = log.With("kind", t.Kind, "attempt", attempt, "max_attempts", t.MaxAttempts)
+	// The attempt, its saves and its logs run in the attempt's span.
+	ctx, span := e.tracer.StartAttempt(ctx, *t)
+	var outcome Outcome
+	var runErr error
+	defer func() { span.End(outcome, runErr) }()
 	log.InfoContext(ctx, "attempt started")
 	e.obs.AttemptStarted(t.Kind)
 
@@ -214,7 +220,8 @@ func (e *Executor) Process(ctx context.Context, job ports.Job) error {
 	defer cancel()
 	if errors.Is(cause, errLeaseLost) {
 		log.WarnContext(ctx, "attempt abandoned: another worker took the task over", "duration_ms", elapsed.Milliseconds())
-		e.obs.AttemptFinished(t.Kind, OutcomeAbandoned, elapsed)
+		outcome = OutcomeAbandoned
+		e.obs.AttemptFinished(t.Kind, outcome, elapsed)
 		return nil
 	}
 	kind := t.Kind
@@ -237,17 +244,20 @@ func (e *Executor) Process(ctx context.Context, job ports.Job) error {
 	switch {
 	case errors.Is(err, task.ErrIllegalTransition), errors.Is(err, task.ErrNotFound):
 		log.WarnContext(ctx, "outcome discarded: the attempt is no longer the task's current one", "reason", err.Error())
-		e.obs.AttemptFinished(kind, OutcomeAbandoned, elapsed)
+		outcome = OutcomeAbandoned
+		e.obs.AttemptFinished(kind, outcome, elapsed)
 		return nil
 	case err != nil:
 		return fmt.Errorf("save attempt %d of task %s: %w", attempt, job.TaskID, err)
 	}
 	if interrupted {
 		log.WarnContext(ctx, "attempt given back: the worker is stopping", "duration_ms", elapsed.Milliseconds())
-		e.obs.AttemptFinished(kind, OutcomeInterrupted, elapsed)
+		outcome = OutcomeInterrupted
+		e.obs.AttemptFinished(kind, outcome, elapsed)
 		return errInterrupted
 	}
-	e.obs.AttemptFinished(kind, outcomeOf(t), elapsed)
+	outcome = outcomeOf(t)
+	e.obs.AttemptFinished(kind, outcome, elapsed)
 	log = log.With("duration_ms", elapsed.Milliseconds())
 	e.afterFinish(ctx, log, t)
 	return nil

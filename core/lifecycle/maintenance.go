@@ -222,7 +222,7 @@ func (m *Maintenance) Reconcile(ctx context.Context) (int, error) {
 		}
 		switch {
 		case marked:
-			jobs = append(jobs, ports.Job{TaskID: t.ID})
+			jobs = append(jobs, jobFor(t)) // in the trace of the run that queued it
 		case t.Status == task.Failed && m.dead != nil:
 			m.log.WarnContext(ctx, "task failed: its worker stopped responding on the last attempt", "task_id", t.ID)
 			d := ports.DeadLetter{TaskID: t.ID, Kind: t.Kind, Error: t.Error, Attempts: t.Attempts, FailedAt: now}

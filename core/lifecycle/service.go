@@ -28,6 +28,7 @@ type Service struct {
 	queue    ports.JobQueue
 	dead     ports.DeadLetterQueue
 	obs      Observer
+	tracer   Tracer
 	handlers Lookup
 	clock    ports.Clock
 	ids      ports.IDGenerator
@@ -38,11 +39,12 @@ type Service struct {
 type Option func(*options)
 
 type options struct {
-	clock ports.Clock
-	ids   ports.IDGenerator
-	log   *slog.Logger
-	dead  ports.DeadLetterQueue
-	obs   Observer
+	clock  ports.Clock
+	ids    ports.IDGenerator
+	log    *slog.Logger
+	dead   ports.DeadLetterQueue
+	obs    Observer
+	tracer Tracer
 }
 
 // WithClock sets the clock (default: the system clock).
@@ -60,7 +62,7 @@ func WithDeadLetters(d ports.DeadLetterQueue) Option { return func(o *options) {
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.log = l } }
 
 func buildOptions(opts []Option) options {
-	o := options{clock: systemClock{}, ids: UUIDv7{}, log: slog.Default(), obs: nopObserver{}}
+	o := options{clock: systemClock{}, ids: UUIDv7{}, log: slog.Default(), obs: nopObserver{}, tracer: nopTracer{}}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -70,7 +72,7 @@ func buildOptions(opts []Option) options {
 // NewService returns a Service over the given store, queue and handlers.
 func NewService(store ports.TaskStore, queue ports.JobQueue, handlers Lookup, opts ...Option) *Service {
 	o := buildOptions(opts)
-	return &Service{store: store, queue: queue, dead: o.dead, obs: o.obs, handlers: handlers, clock: o.clock, ids: o.ids, log: o.log}
+	return &Service{store: store, queue: queue, dead: o.dead, obs: o.obs, tracer: o.tracer, handlers: handlers, clock: o.clock, ids: o.ids, log: o.log}
 }
 
 // Create validates spec and stores a new PENDING task.
@@ -130,18 +132,26 @@ func (s *Service) Delete(ctx context.Context, id string) error {
 // fails (the queue is down, or this process dies first) the task stays
 // QUEUED and the reconciler publishes its job later, so an accepted run is
 // never lost. See docs/adr/0001-delivery-reconciler.md.
+//
+// The task remembers the trace context of ctx, and its jobs carry it, so the
+// round's attempts belong to the caller's trace (docs/adr/0002-trace-context.md).
 func (s *Service) Run(ctx context.Context, id string) (*task.Task, error) {
+	traceParent := traceParentOf(s.tracer, ctx)
 	t, err := s.store.Update(ctx, id, func(t *task.Task) error {
 		if err := s.checkKind(t.Kind, t.Payload); err != nil {
 			return err
 		}
-		return t.Enqueue(s.clock.Now())
+		if err := t.Enqueue(s.clock.Now()); err != nil {
+			return err
+		}
+		t.TraceParent = traceParent
+		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
 	s.obs.Enqueued(t.Kind)
-	if err := s.queue.Publish(ctx, ports.Job{TaskID: t.ID}); err != nil {
+	if err := s.queue.Publish(ctx, jobFor(t)); err != nil {
 		s.log.WarnContext(ctx, "job not published; the reconciler will publish it", "task_id", t.ID, "error", err)
 	}
 	return t, nil

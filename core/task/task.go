@@ -83,6 +83,11 @@ type Task struct {
 	CancelRequested bool
 	// History records the attempts of the task, oldest first.
 	History []Attempt
+	// TraceParent is the W3C traceparent of the request that last ran the
+	// task ("" when it was not traced). Every job published for the task
+	// carries it, so the attempts of a round, retries and jobs the
+	// reconciler republishes included, join the trace of that request.
+	TraceParent string
 }
 
 // Attempt is the record of one attempt.

@@ -734,6 +734,7 @@ func roundTripTasks(t *testing.T) []*task.Task {
 		{Number: 1, Worker: "host-a/4242", StartedAt: *at(time.Second + 3), FinishedAt: at(2*time.Second + 4), Outcome: task.Errored, Error: "first try: 'quoted' \"double\" \\ back\nnewline ünï"},
 		{Number: 2, Worker: "host-b/7", StartedAt: *started, FinishedAt: finished, Outcome: task.Succeeded},
 	}
+	done.TraceParent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 	failed := mk(task.Spec{Title: "failed", MaxAttempts: 1})
 	failed.Status = task.Failed
@@ -769,6 +770,7 @@ func roundTripTasks(t *testing.T) []*task.Task {
 	retrying.Error = "transient"
 	retrying.UpdatedAt = *finished
 	retrying.History = []task.Attempt{{Number: 1, Worker: "w-1", StartedAt: *started, FinishedAt: finished, Outcome: task.Errored, Error: "transient"}}
+	retrying.TraceParent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00" // not sampled
 
 	// QUEUED with its job published.
 	queued := mk(task.Spec{Title: "queued"})
@@ -962,6 +964,7 @@ func assertTask(t *testing.T, got, want *task.Task) {
 	assertTime(t, where+": EnqueuedAt", got.EnqueuedAt, want.EnqueuedAt)
 	assertTime(t, where+": HeartbeatAt", got.HeartbeatAt, want.HeartbeatAt)
 	check("CancelRequested", got.CancelRequested, want.CancelRequested)
+	check("TraceParent", got.TraceParent, want.TraceParent)
 	// A nil and an empty History are the same: no attempts.
 	if len(got.History) != len(want.History) {
 		t.Errorf("%s: History has %d attempts, want %d:\n got %+v\nwant %+v", where, len(got.History), len(want.History), got.History, want.History)

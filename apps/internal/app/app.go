@@ -18,6 +18,7 @@ import (
 	"github.com/opsbox/opsbox/adapters/inprocess"
 	"github.com/opsbox/opsbox/adapters/metrics"
 	"github.com/opsbox/opsbox/adapters/redisqueue"
+	"github.com/opsbox/opsbox/adapters/tracing"
 	"github.com/opsbox/opsbox/apps/internal/config"
 	"github.com/opsbox/opsbox/apps/internal/version"
 	"github.com/opsbox/opsbox/core/handler"
@@ -37,6 +38,9 @@ type App struct {
 	Service     *lifecycle.Service
 	Executor    *lifecycle.Executor
 	Maintenance *lifecycle.Maintenance
+	// Tracing exports the process's spans when OTEL_* asks for it; it is
+	// off (and free) otherwise.
+	Tracing *tracing.Tracing
 	// Instance names this process in attempt records and locks.
 	Instance string
 
@@ -46,8 +50,9 @@ type App struct {
 // Open connects the store and the queue the configuration names. The
 // embedded SQLite database is migrated automatically; a PostgreSQL database
 // must be migrated with `opsbox migrate up` first, and Open refuses to run
-// on a schema older than the binary.
-func Open(ctx context.Context, cfg *config.Config, log *slog.Logger) (*App, error) {
+// on a schema older than the binary. service names the process ("api",
+// "worker", "opsbox") in its traces.
+func Open(ctx context.Context, service string, cfg *config.Config, log *slog.Logger) (*App, error) {
 	unlock := func() {}
 	if cfg.DatabaseURL == "" {
 		if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
@@ -58,8 +63,15 @@ func Open(ctx context.Context, cfg *config.Config, log *slog.Logger) (*App, erro
 			return nil, err
 		}
 	}
-	a, err := open(ctx, cfg, log)
+	v, _ := version.Get()
+	tr, err := tracing.New(ctx, tracing.Config{ServiceName: serviceName(service), ServiceVersion: v, Logger: log})
 	if err != nil {
+		unlock()
+		return nil, err
+	}
+	a, err := open(ctx, cfg, tr.Logger(log), tr)
+	if err != nil {
+		_ = tr.Shutdown(context.WithoutCancel(ctx))
 		unlock()
 		return nil, err
 	}
@@ -67,7 +79,16 @@ func Open(ctx context.Context, cfg *config.Config, log *slog.Logger) (*App, erro
 	return a, nil
 }
 
-func open(ctx context.Context, cfg *config.Config, log *slog.Logger) (*App, error) {
+// serviceName is the service.name of a process: opsbox-api, opsbox-worker,
+// or opsbox for the embedded mode.
+func serviceName(service string) string {
+	if service == "opsbox" {
+		return service
+	}
+	return "opsbox-" + service
+}
+
+func open(ctx context.Context, cfg *config.Config, log *slog.Logger, tr *tracing.Tracing) (*App, error) {
 	store, err := OpenStore(ctx, cfg)
 	if err != nil {
 		return nil, err
@@ -76,7 +97,8 @@ func open(ctx context.Context, cfg *config.Config, log *slog.Logger) (*App, erro
 		_ = store.Close()
 		return nil, err
 	}
-	queue, dead, err := openQueue(ctx, cfg, log)
+	tr.InstrumentDB(store.DB())
+	queue, dead, err := openQueue(ctx, cfg, log, tr)
 	if err != nil {
 		_ = store.Close()
 		return nil, err
@@ -94,6 +116,9 @@ func open(ctx context.Context, cfg *config.Config, log *slog.Logger) (*App, erro
 	}
 	m.InitKinds(handlers.Kinds())
 	opts := []lifecycle.Option{lifecycle.WithLogger(log), lifecycle.WithDeadLetters(dead), lifecycle.WithObserver(m.Observer())}
+	if tr.Enabled() {
+		opts = append(opts, lifecycle.WithTracer(tr))
+	}
 	return &App{
 		Config:   cfg,
 		Log:      log,
@@ -101,6 +126,7 @@ func open(ctx context.Context, cfg *config.Config, log *slog.Logger) (*App, erro
 		Queue:    queue,
 		Handlers: handlers,
 		Metrics:  m,
+		Tracing:  tr,
 		Instance: instance,
 		Service:  lifecycle.NewService(store, queue, handlers, opts...),
 		Executor: lifecycle.NewExecutor(store, queue, handlers, lifecycle.ExecutorConfig{
@@ -132,11 +158,12 @@ func instanceName() string {
 	return fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b[:]))
 }
 
-// Close releases the queue, the store and the data dir.
+// Close releases the queue, the store and the data dir, then exports the
+// spans still buffered (waiting at most tracing.ShutdownTimeout).
 func (a *App) Close() error {
 	err := errors.Join(a.Queue.Close(), a.Store.Close())
 	a.unlock()
-	return err
+	return errors.Join(err, a.Tracing.Shutdown(context.Background()))
 }
 
 // OpenStore opens PostgreSQL when a database URL is set, else the embedded
@@ -212,13 +239,13 @@ type queue interface {
 	ports.DeadLetterQueue
 }
 
-func openQueue(ctx context.Context, cfg *config.Config, log *slog.Logger) (ports.JobQueue, ports.DeadLetterQueue, error) {
+func openQueue(ctx context.Context, cfg *config.Config, log *slog.Logger, tr *tracing.Tracing) (ports.JobQueue, ports.DeadLetterQueue, error) {
 	var q queue
 	var err error
 	if cfg.RedisURL == "" {
 		q, err = inprocess.New(inprocess.Config{Concurrency: queueConcurrency(cfg), Logger: log})
 	} else {
-		q, err = openRedis(ctx, cfg, log)
+		q, err = openRedis(ctx, cfg, log, tr)
 	}
 	if err != nil {
 		return nil, nil, err
@@ -229,10 +256,10 @@ func openQueue(ctx context.Context, cfg *config.Config, log *slog.Logger) (ports
 // openRedis connects to Redis, waiting up to a minute for it to come up:
 // a Redis restarting during a rollout should delay start-up, not crash-loop
 // every api and worker.
-func openRedis(ctx context.Context, cfg *config.Config, log *slog.Logger) (*redisqueue.Queue, error) {
+func openRedis(ctx context.Context, cfg *config.Config, log *slog.Logger, tr *tracing.Tracing) (*redisqueue.Queue, error) {
 	deadline := time.Now().Add(time.Minute)
 	for wait := 500 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
-		q, err := tryRedis(ctx, cfg, log)
+		q, err := tryRedis(ctx, cfg, log, tr)
 		if err == nil || !errors.Is(err, ports.ErrUnavailable) || time.Now().After(deadline) {
 			return q, err
 		}
@@ -245,7 +272,7 @@ func openRedis(ctx context.Context, cfg *config.Config, log *slog.Logger) (*redi
 	}
 }
 
-func tryRedis(ctx context.Context, cfg *config.Config, log *slog.Logger) (*redisqueue.Queue, error) {
+func tryRedis(ctx context.Context, cfg *config.Config, log *slog.Logger, tr *tracing.Tracing) (*redisqueue.Queue, error) {
 	q, err := redisqueue.New(ctx, redisqueue.Config{
 		URL:         cfg.RedisURL,
 		Stream:      cfg.RedisStream,
@@ -253,6 +280,7 @@ func tryRedis(ctx context.Context, cfg *config.Config, log *slog.Logger) (*redis
 		Concurrency: queueConcurrency(cfg),
 		MaxIdleTime: cfg.RedisClaimIdle,
 		Logger:      log,
+		Instrument:  tr.InstrumentRedis,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open Redis queue: %w", err)

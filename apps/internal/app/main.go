@@ -43,7 +43,7 @@ func Main(name, about string, args []string, stdout, stderr io.Writer, run func(
 	// The first signal starts a graceful shutdown; a second one ends the
 	// process at once (the default action, restored by stop).
 	context.AfterFunc(ctx, stop)
-	a, err := Open(ctx, cfg, log)
+	a, err := Open(ctx, name, cfg, log)
 	if err != nil {
 		log.Error("start-up failed", "error", err)
 		fmt.Fprintf(stderr, "%s: %s\n", name, strings.Join(strings.Fields(err.Error()), " "))

@@ -34,7 +34,7 @@ func (a *App) ServeAPI(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return a.serve(ctx, "api", ln, h)
+	return a.serve(ctx, "api", ln, a.Tracing.Handler(h))
 }
 
 // apiTokens applies opsbox's secure default: without tokens the API may
@@ -117,7 +117,8 @@ func (a *App) Consume(ctx context.Context) error {
 
 	a.Log.Info("worker started", "concurrency", a.Config.Concurrency, "instance", a.Instance)
 	err := a.Queue.Consume(ctx, func(_ context.Context, job ports.Job) error {
-		return a.Executor.Process(work, job)
+		// The job's trace context came with it in its metadata.
+		return a.Executor.Process(a.Tracing.ContextOf(work, job), job)
 	})
 	<-maintenanceDone
 	a.Log.Info("worker stopped")
