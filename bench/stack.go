@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -104,12 +105,20 @@ func (b *bench) startStack(ctx context.Context, bins *binaries, dbURL string, wo
 
 // stop ends the processes and deletes the stream.
 func (s *stack) stop(ctx context.Context) error {
+	var mu sync.Mutex
 	var errs []error
+	var wg sync.WaitGroup
 	for _, p := range []*proc{s.worker, s.api} {
 		if p != nil {
-			errs = append(errs, p.stop(30*time.Second))
+			wg.Go(func() {
+				err := p.stop(30 * time.Second)
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			})
 		}
 	}
+	wg.Wait()
 	if opts, err := redis.ParseURL(s.redisURL); err == nil {
 		c := redis.NewClient(opts)
 		_ = c.Del(context.WithoutCancel(ctx), s.stream, s.stream+":dead").Err()
