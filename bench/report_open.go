@@ -45,8 +45,8 @@ func (r *report) targets() []targetRow {
 			if p := e.p50Ratio(); p > 0 {
 				add(fmt.Sprintf("API %s p50 ≤ 1.3 × bare at %.0f/s", e.name, a.rate), verdict(p, targetAPIOverhead, "%.2f×"))
 			}
-			if t, _ := e.throughputRatio(); t > 0 {
-				add(fmt.Sprintf("API %s max throughput: bare ≤ 1.3 × opsbox", e.name), verdict(t, targetAPIOverhead, "%.2f×"))
+			if t, atLeast := e.throughputRatio(); t > 0 {
+				add(fmt.Sprintf("API %s max throughput: bare ≤ 1.3 × opsbox", e.name), throughputVerdict(e, t, atLeast))
 			}
 		}
 		if a.health.requests > 0 {
@@ -112,6 +112,22 @@ func (e apiEndpoint) throughputRatio() (r float64, atLeast bool) {
 		return 0, false
 	}
 	return e.bare.best.throughput / e.opsbox.best.throughput, allSustained(e.bare.steps)
+}
+
+// throughputVerdict judges the throughput ratio t, which is only a lower
+// bound when the bare handler sustained every rate tried: then a ratio
+// within the target proves nothing, and neither does one where opsbox too
+// sustained every rate.
+func throughputVerdict(e apiEndpoint, t float64, atLeast bool) string {
+	switch {
+	case allSustained(e.opsbox.steps):
+		return "not determined: opsbox sustained every rate tried (raise `-api-max-rate`)"
+	case atLeast && t <= targetAPIOverhead:
+		return fmt.Sprintf("not determined: ≥ %.2f×, the bare handler sustained every rate tried (raise `-api-max-rate`)", t)
+	case atLeast:
+		return fmt.Sprintf("**missed** by at least %.0f%% (≥ %.2f× > %.2f×)", 100*(t/targetAPIOverhead-1), t, targetAPIOverhead)
+	}
+	return verdict(t, targetAPIOverhead, "%.2f×")
 }
 
 func allSustained(steps []loadResult) bool {
@@ -225,7 +241,7 @@ func (r *report) markdownAPI(w func(string, ...any)) {
 			if atLeast {
 				ratioCell = "≥ " + ratioCell
 			}
-			v = verdict(t, targetAPIOverhead, "%.2f×")
+			v = throughputVerdict(e, t, atLeast)
 		}
 		w("| %s | %s | %s | %s | %s | %s | %s |\n", e.name, bestCell(e.opsbox), bestCell(e.bare), ratioCell, v, stepsCell(e.opsbox.steps), stepsCell(e.bare.steps))
 	}
