@@ -121,18 +121,20 @@ SELECT
 	CASE WHEN st = 'DONE' THEN '{"digest": "00", "cpu_rounds": 0, "io_ms": 10, "attempt": 1, "cpu_us": 3, "wall_ms": 10}'::jsonb END,
 	CASE WHEN st = 'FAILED' THEN 'simulated failure' ELSE '' END,
 	ts, NULL, NULL, false,
-	CASE WHEN st = 'PENDING' THEN '[]'::jsonb ELSE jsonb_build_array(jsonb_build_object(
-		'number', 1, 'worker', 'bench-worker-1',
-		'started_at', to_char((ts + interval '2 ms') AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
-		'finished_at', to_char((ts + interval '15 ms') AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
-		'outcome', CASE st WHEN 'DONE' THEN 'succeeded' WHEN 'FAILED' THEN 'failed' ELSE 'canceled' END)) END
+	CASE WHEN st = 'PENDING' THEN '[]' ELSE
+		'[{"number": 1, "worker": "bench-worker-1", "started_at": "' || t || '", "finished_at": "' || t ||
+		'", "outcome": "' || CASE st WHEN 'DONE' THEN 'succeeded' WHEN 'FAILED' THEN 'failed' ELSE 'canceled' END || '"}]' END::jsonb
 FROM (
-	SELECT i,
-		lpad(to_hex($1::bigint - i * 500), 12, '0') AS h,
-		md5(i::text) AS r,
-		to_timestamp(($1::bigint - i * 500) / 1000.0) AS ts,
-		CASE WHEN i % 100 < 90 THEN 'DONE' WHEN i % 100 < 95 THEN 'FAILED' WHEN i % 100 < 97 THEN 'CANCELED' ELSE 'PENDING' END AS st
-	FROM generate_series($2::bigint, $3::bigint) AS i
+	SELECT i, h, r, ts, st, to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS t
+	FROM (
+		SELECT i,
+			lpad(to_hex($1::bigint - i * 500), 12, '0') AS h,
+			md5(i::text) AS r,
+			to_timestamp(($1::bigint - i * 500) / 1000.0) AS ts,
+			CASE WHEN i % 100 < 90 THEN 'DONE' WHEN i % 100 < 95 THEN 'FAILED' WHEN i % 100 < 97 THEN 'CANCELED' ELSE 'PENDING' END AS st
+		-- Oldest first: ids ascend as the real generator's do.
+		FROM generate_series($3::bigint, $2::bigint, -1) AS i
+	) g0
 ) g`, newestMs, from, to)
 	if err != nil {
 		return fmt.Errorf("bulk insert tasks %d..%d: %w", from, to, err)
