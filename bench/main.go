@@ -7,11 +7,19 @@
 //	go run ./bench              # full run, writes docs/benchmarks/RESULTS.md
 //	go run ./bench -quick -out - # tiny smoke run, prints the report only
 //
+// Beyond the burn-downs it offers load at fixed rates, open loop: steady
+// state and enqueue-to-start latency in this process, and the API, scale
+// and memory sections against the api and worker binaries, which it builds
+// into a temporary directory and runs as processes of their own (the API
+// section's baseline, a bare net/http + pgx handler, is this program
+// re-executed as `bench serve-bare`).
+//
 // It needs PostgreSQL (it creates and drops the databases opsbox_bench,
-// river_bench and pgbench_bench through -database-url) and Redis (it uses
-// stream keys of its own under opsbox-bench:, deleted afterwards; it never
-// flushes anything), plus the pgbench and redis-benchmark programs for the
-// ceilings.
+// river_bench, pgbench_bench and those of the later sections through
+// -database-url) and Redis (it uses stream keys of its own under
+// opsbox-bench:, deleted afterwards; it never flushes anything), plus the
+// pgbench and redis-benchmark programs for the ceilings, and the go
+// command for the binaries.
 package main
 
 import (
