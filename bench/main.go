@@ -115,7 +115,7 @@ func run() error {
 	flag.Float64Var(&o.latencyRate, "latency-rate", 200, "enqueue-to-start latency: tasks created and run per second")
 	flag.DurationVar(&o.latencyDuration, "latency-duration", 20*time.Second, "enqueue-to-start latency: how long")
 	flag.IntVar(&o.latencyWorkers, "latency-workers", 4, "enqueue-to-start latency: worker concurrency (apps' default)")
-	flag.Float64Var(&o.apiRate, "api-rate", 500, "API: the fixed request rate of the latency comparison")
+	flag.Float64Var(&o.apiRate, "api-rate", 200, "API: the fixed request rate of the latency comparison: light, below either server's limit, so the ratio is of work, not of queueing")
 	flag.Float64Var(&o.apiStartRate, "api-start-rate", 250, "API: first rate of the search for the highest sustained rate (doubled each step)")
 	flag.Float64Var(&o.apiMaxRate, "api-max-rate", 16000, "API: highest rate the search tries")
 	flag.IntVar(&o.apiRefine, "api-refine", 3, "API: bisection steps between the last sustained rate and the first that was not")
