@@ -28,6 +28,7 @@ func (b *bench) run(ctx context.Context) (*report, error) {
 		errs = append(errs, fmt.Errorf("%s: %w", section, err))
 	}
 
+	binc := b.buildFirst(ctx)
 	if !b.o.skip["ceilings"] {
 		progress("ceilings: pgbench and redis-benchmark")
 		c, err := ceilings(ctx, b.o)
@@ -78,8 +79,9 @@ func (b *bench) run(ctx context.Context) (*report, error) {
 			fail("profile", err)
 		}
 	}
+	b.openLoop(ctx, rep, fail, binc)
 	// Leave no benchmark databases behind (the Redis keys go with each run).
-	for _, db := range []string{"opsbox_bench", "river_bench"} {
+	for _, db := range benchDatabases {
 		if err := dropDatabase(ctx, b.o.databaseURL, db); err != nil {
 			progress("cleanup: %v", err)
 		}

@@ -127,6 +127,6 @@ func otherSessions(ctx context.Context, conn *pgx.Conn) (int, error) {
 	var k int
 	err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
 		WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
-		AND coalesce(datname, '') NOT IN ('opsbox_bench', 'river_bench', 'pgbench_bench')`).Scan(&k)
+		AND NOT (coalesce(datname, '') = ANY($1))`, append([]string{"pgbench_bench"}, benchDatabases...)).Scan(&k)
 	return k, err
 }

@@ -62,10 +62,17 @@ func (r burnResult) String() string {
 	return fmt.Sprintf("%.0f jobs/s (%d jobs in %s; setup %s, %s)", r.rate(), r.n, r.elapsed.Round(time.Millisecond), r.setup.Round(time.Millisecond), r.setupHow)
 }
 
-// noopHandler counts its calls.
-type noopHandler struct{ calls atomic.Int64 }
+// noopHandler counts its calls, and tells started (if set before the
+// worker starts) which task it was called for, first thing.
+type noopHandler struct {
+	calls   atomic.Int64
+	started func(id string, at time.Time)
+}
 
-func (h *noopHandler) Handle(context.Context, task.Task) (json.RawMessage, error) {
+func (h *noopHandler) Handle(_ context.Context, t task.Task) (json.RawMessage, error) {
+	if h.started != nil {
+		h.started(t.ID, time.Now())
+	}
 	h.calls.Add(1)
 	return json.RawMessage(`{}`), nil
 }
