@@ -125,6 +125,15 @@ func (b *bench) wire(store *bunstore.Store, queue interface {
 	}, nil
 }
 
+// openQueue opens the Redis queue of a worker running c attempts at once,
+// which, like apps/internal/app, takes twice as many jobs from the stream.
+func (b *bench) openQueue(ctx context.Context, stream string, c int) (*redisqueue.Queue, error) {
+	return redisqueue.New(ctx, redisqueue.Config{
+		URL: b.o.redisURL, Stream: stream, Group: "opsbox-bench", Concurrency: 2 * c,
+		MaxIdleTime: time.Minute, Logger: b.log,
+	})
+}
+
 // consume runs the worker until stop is called, like app.Consume: jobs
 // through the executor, maintenance beside them.
 func (w *worker) consume(ctx context.Context) (stop func() error) {
@@ -282,10 +291,7 @@ func (b *bench) opsboxPostgres(ctx context.Context, c, n int, cpuProfile string)
 	rdb := redis.NewClient(ropts)
 	defer rdb.Close()
 	defer rdb.Del(context.WithoutCancel(ctx), stream, stream+":dead")
-	queue, err := redisqueue.New(ctx, redisqueue.Config{
-		URL: b.o.redisURL, Stream: stream, Group: "opsbox-bench", Concurrency: 2 * c,
-		MaxIdleTime: time.Minute, Logger: b.log,
-	})
+	queue, err := b.openQueue(ctx, stream, c)
 	if err != nil {
 		return res, err
 	}

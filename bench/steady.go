@@ -14,7 +14,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/opsbox/opsbox/adapters/bunstore"
-	"github.com/opsbox/opsbox/adapters/redisqueue"
 	"github.com/opsbox/opsbox/core/lifecycle"
 	"github.com/opsbox/opsbox/core/task"
 )
@@ -70,15 +69,12 @@ func (b *bench) live(ctx context.Context, c int, started func(id string, at time
 		defer rdb.Close()
 		return rdb.Del(context.WithoutCancel(ctx), stream, stream+":dead").Err()
 	})
-	queue, err := redisqueue.New(ctx, redisqueue.Config{
-		URL: b.o.redisURL, Stream: stream, Group: "opsbox-bench", Concurrency: c,
-		MaxIdleTime: time.Minute, Logger: b.log,
-	})
+	queue, err := b.openQueue(ctx, stream, c)
 	if err != nil {
 		return nil, err
 	}
 	closers = append(closers, queue.Close)
-	w, err := b.wire(store, queue)
+	w, err := b.wire(store, queue, c)
 	if err != nil {
 		return nil, err
 	}
