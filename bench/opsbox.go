@@ -109,11 +109,12 @@ func (b *bench) wire(store *bunstore.Store, queue interface {
 		handler: h,
 		service: lifecycle.NewService(store, queue, handlers, opts...),
 		executor: lifecycle.NewExecutor(store, queue, handlers, lifecycle.ExecutorConfig{
-			Worker:      instance,
-			Timeout:     5 * time.Minute,
-			Lease:       30 * time.Second,
-			Backoff:     lifecycle.Backoff{Base: time.Second, Max: 5 * time.Minute},
-			Concurrency: concurrency,
+			Worker:           instance,
+			Timeout:          5 * time.Minute,
+			Lease:            30 * time.Second,
+			Backoff:          lifecycle.Backoff{Base: time.Second, Max: 5 * time.Minute},
+			Concurrency:      concurrency,
+			SaveInBackground: true,
 		}, opts...),
 		maint: lifecycle.NewMaintenance(store, queue, store, lifecycle.MaintenanceConfig{
 			Holder:         instance,
@@ -126,10 +127,10 @@ func (b *bench) wire(store *bunstore.Store, queue interface {
 }
 
 // openQueue opens the Redis queue of a worker running c attempts at once,
-// which, like apps/internal/app, takes twice as many jobs from the stream.
+// which, like apps/internal/app, takes four jobs from the stream per slot.
 func (b *bench) openQueue(ctx context.Context, stream string, c int) (*redisqueue.Queue, error) {
 	return redisqueue.New(ctx, redisqueue.Config{
-		URL: b.o.redisURL, Stream: stream, Group: "opsbox-bench", Concurrency: 2 * c,
+		URL: b.o.redisURL, Stream: stream, Group: "opsbox-bench", Concurrency: 4 * c,
 		MaxIdleTime: time.Minute, Logger: b.log,
 	})
 }
@@ -150,7 +151,7 @@ func (w *worker) consume(ctx context.Context) (stop func() error) {
 		cancel()
 		err := <-errc
 		wg.Wait()
-		return err
+		return errors.Join(err, w.executor.Drain(context.WithoutCancel(ctx)))
 	}
 }
 
@@ -241,7 +242,7 @@ func createBulk(ctx context.Context, svc *lifecycle.Service, queue ports.JobQueu
 	if err := <-errs; err != nil {
 		return fmt.Errorf("publish: %w", err)
 	}
-	_, err = conn.Exec(ctx, `UPDATE tasks SET enqueued_at = clock_timestamp() WHERE status = 'QUEUED'`)
+	_, err = conn.Exec(ctx, `UPDATE tasks SET enqueued_at = clock_timestamp(), version = version + 1 WHERE status = 'QUEUED'`)
 	return err
 }
 
@@ -370,7 +371,7 @@ func (b *bench) opsboxEmbedded(ctx context.Context, c, n int) (res burnResult, e
 	if _, err := store.MigrateUp(ctx); err != nil {
 		return res, err
 	}
-	queue, err := inprocess.New(inprocess.Config{Concurrency: 2 * c, Logger: b.log})
+	queue, err := inprocess.New(inprocess.Config{Concurrency: 4 * c, Logger: b.log})
 	if err != nil {
 		return res, err
 	}

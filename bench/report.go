@@ -108,7 +108,7 @@ func (r *report) markdown() string {
 	w("## Burn-down: N no-op jobs queued first, then worked\n\n")
 	w("opsbox in its PostgreSQL + Redis mode (worker wired as `apps/internal/app` does: `lifecycle.Executor` consuming `redisqueue`, maintenance beside it) ")
 	w("against River %s (`riverpgxv5`) on the same PostgreSQL, each on a fresh database of its own, with the same concurrency: ", riverVersion)
-	w("opsbox's `Concurrency` (attempts running at once; its queue delivers up to twice as many jobs, as the worker's does) = River's `MaxWorkers`; both pools hold at most 20 connections.\n\n")
+	w("opsbox's `Concurrency` (attempts running at once; its queue delivers up to four times as many jobs, as the worker's does, read ahead while they wait) = River's `MaxWorkers`; both pools hold at most 20 connections.\n\n")
 	w("**jobs/s** is N divided by the time from starting the workers until the database says all N are finished (opsbox `DONE`, River `completed`), ")
 	w("checked with a `count(*)` only once an atomic counter in the no-op handler has reached N (and once a second before that). ")
 	w("**River, counted** stops the clock when its worker has returned N times, as `river bench` does, before its completer has committed the last completions.\n\n")

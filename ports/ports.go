@@ -51,6 +51,15 @@ type TaskStore interface {
 	Ping(ctx context.Context) error
 }
 
+// Preloader is implemented by a TaskStore that can read tasks ahead of an
+// Update (into a cache of its own), so the Update costs one round trip
+// instead of two. The executor preloads a job's task while the job waits
+// for a free slot. Preload is a hint: it reports no error, and an Update
+// still decides on the latest state.
+type Preloader interface {
+	Preload(ctx context.Context, ids ...string)
+}
+
 // StrandedQuery selects the tasks that need a job published again:
 //   - QUEUED tasks available by Now whose job was never published, or was
 //     published before EnqueuedBefore (the queue has delivered everything

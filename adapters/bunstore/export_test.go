@@ -26,3 +26,6 @@ func Batches(s *Store) int64 { return s.commits.batches.Load() }
 // BatchesRetriedAlone returns how many batches the database refused whole,
 // so that their Updates were retried one by one.
 func BatchesRetriedAlone(s *Store) int64 { return s.commits.singles.Load() }
+
+// Cached reports whether the store remembers a row of the task.
+func Cached(s *Store, id string) bool { return s.cache.get(id) != nil }

@@ -46,8 +46,10 @@ const (
 	// maxRounds bounds how often a batch reads again the rows that others
 	// changed under it before giving up on them.
 	maxRounds = 10
-	// cachedRows bounds the rows a store remembers having written.
-	cachedRows = 4096
+	// cachedRows and cachedRowBytes bound the rows a store remembers (at
+	// most 16 MiB of JSON): enough for the jobs a worker holds at once.
+	cachedRows     = 1024
+	cachedRowBytes = 16 << 10
 	// maxBatchWait bounds a batch's transaction when no caller set a
 	// deadline sooner, so a hung connection cannot hold callers forever.
 	maxBatchWait = 30 * time.Second
@@ -282,7 +284,7 @@ func (s *Store) lockRows(ctx context.Context, tx bun.Tx, reqs []*updateReq) (map
 	}
 	slices.Sort(ids)
 	var rows []taskRow
-	sel := tx.NewSelect().Model(&rows).Where("? IN (?)", bun.Ident("id"), bun.In(ids)).OrderExpr("? ASC", bun.Ident("id"))
+	sel := selectByID(tx, &rows, ids).OrderExpr("? ASC", bun.Ident("id"))
 	if s.postgres {
 		sel = sel.For("UPDATE")
 	}
@@ -290,6 +292,11 @@ func (s *Store) lockRows(ctx context.Context, tx bun.Tx, reqs []*updateReq) (map
 		return nil, err
 	}
 	return byID(rows), nil
+}
+
+// selectByID selects the rows of the tasks with the ids into rows.
+func selectByID(db bun.IDB, rows *[]taskRow, ids []string) *bun.SelectQuery {
+	return db.NewSelect().Model(rows).Where("? IN (?)", bun.Ident("id"), bun.List(ids))
 }
 
 func byID(rows []taskRow) map[string]*taskRow {
@@ -341,7 +348,7 @@ func (s *Store) updateOptimistic(ctx context.Context, reqs []*updateReq) []updat
 		}
 		if len(read) > 0 {
 			var got []taskRow
-			if err := s.db.NewSelect().Model(&got).Where("? IN (?)", bun.Ident("id"), bun.In(read)).Scan(ctx); err != nil {
+			if err := selectByID(s.db, &got, read).Scan(ctx); err != nil {
 				fail(err)
 				break
 			}
@@ -439,8 +446,9 @@ var jsonColumns = map[string]bool{"payload": true, "result": true, "history": tr
 // rowCache remembers the last row this store wrote for a task, so the next
 // update of that task (a worker saving the outcome of the attempt it just
 // started) can skip reading it. A stale entry costs one more round: the
-// version check refuses the write. It holds at most cachedRows rows and
-// forgets half of them, in no particular order, when full.
+// version check refuses the write. It holds at most cachedRows rows of at
+// most cachedRowBytes of JSON each, and forgets half of them, in no
+// particular order, when full.
 type rowCache struct {
 	mu   sync.Mutex
 	rows map[string]*taskRow // read-only once stored
@@ -452,11 +460,20 @@ func (c *rowCache) get(id string) *taskRow {
 	return c.rows[id]
 }
 
+// put remembers row unless a newer version of it is remembered already
+// (a read ahead that lost a race with a write).
 func (c *rowCache) put(row *taskRow) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.rows == nil {
 		c.rows = make(map[string]*taskRow)
+	}
+	if old, ok := c.rows[row.ID]; ok && old.Version > row.Version {
+		return
+	}
+	if len(row.Payload)+len(row.Result.String)+len(row.History) > cachedRowBytes {
+		delete(c.rows, row.ID) // too big to keep; its next Update reads it
+		return
 	}
 	if len(c.rows) >= cachedRows {
 		for id := range c.rows {
@@ -473,4 +490,62 @@ func (c *rowCache) drop(id string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.rows, id)
+}
+
+// preloadTimeout bounds one read ahead.
+const preloadTimeout = 5 * time.Second
+
+// preloader gathers the ids of Preload calls and reads them, many per
+// statement, one statement at a time, in a goroutine that lives while
+// there are ids to read.
+type preloader struct {
+	mu      sync.Mutex
+	pending []string
+	running bool
+}
+
+// Preload implements ports.Preloader on PostgreSQL: it reads the tasks
+// into the store's cache in the background, so the next Update of each
+// costs one statement. It returns at once; on SQLite it does nothing.
+func (s *Store) Preload(ctx context.Context, ids ...string) {
+	if !s.postgres {
+		return
+	}
+	s.preload.mu.Lock()
+	defer s.preload.mu.Unlock()
+	for _, id := range ids {
+		if s.cache.get(id) == nil {
+			s.preload.pending = append(s.preload.pending, id)
+		}
+	}
+	if !s.preload.running && len(s.preload.pending) > 0 {
+		s.preload.running = true
+		go s.preloadLoop(context.WithoutCancel(ctx))
+	}
+}
+
+func (s *Store) preloadLoop(ctx context.Context) {
+	for {
+		s.preload.mu.Lock()
+		n := min(len(s.preload.pending), maxBatch)
+		if n == 0 {
+			s.preload.running = false
+			s.preload.mu.Unlock()
+			return
+		}
+		ids := slices.Clone(s.preload.pending[:n])
+		s.preload.pending = s.preload.pending[n:]
+		s.preload.mu.Unlock()
+
+		readCtx, cancel := context.WithTimeout(ctx, preloadTimeout)
+		var rows []taskRow
+		err := selectByID(s.db, &rows, ids).Scan(readCtx)
+		cancel()
+		if err != nil {
+			continue // a hint only: the Update reads for itself
+		}
+		for i := range rows {
+			s.cache.put(&rows[i])
+		}
+	}
 }

@@ -223,16 +223,7 @@ func TestUpdateCanceledWhileWaiting(t *testing.T) {
 // remembered row is stale decides on the database's row, not on it.
 func TestUpdatesAcrossStores(t *testing.T) {
 	t.Parallel()
-	url := testsvc.Postgres(t)
-	open := func() *bunstore.Store {
-		s, err := bunstore.OpenPostgres(testContext(t), url, bunstore.PoolConfig{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = s.Close() })
-		return s
-	}
-	a, b := migrated(t, open()), open()
+	a, b := twoStores(t)
 	ctx := testContext(t)
 	tk, err := task.New("0190a000-0000-7000-8000-000000000001", task.Spec{Title: "t"}, time.Now())
 	if err != nil {
@@ -276,4 +267,58 @@ func TestUpdatesAcrossStores(t *testing.T) {
 	if got, _ := a.Get(ctx, tk.ID); len(got.Error) != 2*each {
 		t.Errorf("error %q after %d appends from two stores", got.Error, 2*each)
 	}
+}
+
+// TestPreloadedRowsNeverWinOverNewerOnes reads a task ahead, lets another
+// process change it, and checks that an Update decides on, and keeps, the
+// other process's change rather than the row read ahead.
+func TestPreloadedRowsNeverWinOverNewerOnes(t *testing.T) {
+	t.Parallel()
+	a, b := twoStores(t)
+	ctx := testContext(t)
+	tk, err := task.New("0190a000-0000-7000-8000-000000000001", task.Spec{Title: "t"}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Create(ctx, tk); err != nil {
+		t.Fatal(err)
+	}
+	a.Preload(ctx, tk.ID)
+	for deadline := time.Now().Add(5 * time.Second); !bunstore.Cached(a, tk.ID); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("Preload did not read the task")
+		}
+	}
+	if _, err := b.Update(ctx, tk.ID, func(tk *task.Task) error { tk.Title = "by b"; return tk.Enqueue(time.Now()) }); err != nil {
+		t.Fatal(err)
+	}
+	got, err := a.Update(ctx, tk.ID, func(tk *task.Task) error {
+		if tk.Status != task.Queued {
+			return fmt.Errorf("status %s: %w", tk.Status, task.ErrIllegalTransition)
+		}
+		tk.Error = "by a"
+		return nil
+	})
+	if err != nil || got.Title != "by b" || got.Error != "by a" {
+		t.Fatalf("Update after another store's change: %v, %+v; want both changes", err, got)
+	}
+	if stored, _ := b.Get(ctx, tk.ID); stored.Title != "by b" || stored.Error != "by a" || stored.Status != task.Queued {
+		t.Errorf("stored %q %q %s; want both changes kept", stored.Title, stored.Error, stored.Status)
+	}
+}
+
+// twoStores opens two stores, as two processes would, on one fresh
+// migrated PostgreSQL schema.
+func twoStores(t *testing.T) (a, b *bunstore.Store) {
+	t.Helper()
+	url := testsvc.Postgres(t)
+	open := func() *bunstore.Store {
+		s, err := bunstore.OpenPostgres(testContext(t), url, bunstore.PoolConfig{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Close() })
+		return s
+	}
+	return migrated(t, open()), open()
 }

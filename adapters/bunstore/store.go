@@ -39,8 +39,11 @@ type Store struct {
 	db       *bun.DB
 	postgres bool
 	commits  *committer // the batches Update runs in
-	cache    rowCache   // rows last written, PostgreSQL only
+	cache    rowCache   // rows last written or read ahead, PostgreSQL only
+	preload  preloader
 }
+
+var _ ports.Preloader = (*Store)(nil)
 
 var _ ports.TaskStore = (*Store)(nil)
 
@@ -64,7 +67,7 @@ type PoolConfig struct {
 	// within it instead of hanging.
 	ConnectTimeout time.Duration
 	// CommitBatches is how many batches of Updates may be committing at
-	// once (default 4); Updates arriving meanwhile wait and form the next
+	// once (default 2); Updates arriving meanwhile wait and form the next
 	// batch. Each batch holds one connection.
 	CommitBatches int
 }
@@ -83,7 +86,7 @@ func (c PoolConfig) withDefaults() PoolConfig {
 		c.ConnMaxIdleTime = 5 * time.Minute
 	}
 	if c.CommitBatches <= 0 {
-		c.CommitBatches = 4
+		c.CommitBatches = 2
 	}
 	return c
 }

@@ -38,12 +38,24 @@ type ExecutorConfig struct {
 	// Abandon is how long a handler that ignores its canceled context is
 	// waited for before its attempt is failed anyway (default 10 s).
 	Abandon time.Duration
+	// SaveInBackground lets Process return, and so the queue acknowledge
+	// the job, as soon as the handler has returned, while the outcome is
+	// saved in the background: the job's queue slot then serves the next
+	// job at once, and outcomes are saved many at a time. Acknowledging
+	// first loses nothing that waiting would keep: if the worker dies
+	// before the outcome is saved, the task stays RUNNING without a
+	// heartbeat and is taken back when its lease runs out, exactly as when
+	// it dies during the save. Call Drain before closing the store. At most
+	// 4 × Concurrency (or 64) outcomes wait at once; beyond that Process
+	// waits. An interrupted attempt is always given back in the foreground.
+	SaveInBackground bool
 	// Concurrency is how many attempts run at once at most (0: as many as
 	// the queue delivers). A job takes a slot before its task is marked
-	// RUNNING and gives it back as soon as its handler returns, while the
-	// outcome is still being saved. So a queue configured to deliver more
-	// jobs than this (opsbox's worker asks for twice as many) keeps every
-	// slot busy: one job's outcome is saved while the next one starts.
+	// RUNNING and gives it back as soon as its handler returns, before the
+	// outcome is saved; while it waits for a slot its task is read ahead
+	// (ports.Preloader), so that marking it costs one write. A queue that
+	// delivers more jobs than this (opsbox's worker asks for four times as
+	// many) keeps every slot busy.
 	Concurrency int
 }
 
@@ -116,6 +128,8 @@ type TimeoutHandler interface {
 // attempt of its task.
 type Executor struct {
 	slots    chan struct{} // one token per running attempt; nil: no limit
+	saves    chan struct{} // one token per outcome saved in the background
+	saving   sync.WaitGroup
 	store    ports.TaskStore
 	queue    ports.JobQueue
 	dead     ports.DeadLetterQueue
@@ -135,7 +149,11 @@ func NewExecutor(store ports.TaskStore, queue ports.JobQueue, handlers Lookup, c
 	if cfg.Concurrency > 0 {
 		slots = make(chan struct{}, cfg.Concurrency)
 	}
-	return &Executor{slots: slots, store: store, queue: queue, dead: o.dead, obs: o.obs, tracer: o.tracer, handlers: handlers, cfg: cfg, clock: o.clock, log: o.log}
+	pending := 64
+	if cfg.Concurrency > 0 {
+		pending = 4 * cfg.Concurrency
+	}
+	return &Executor{slots: slots, saves: make(chan struct{}, pending), store: store, queue: queue, dead: o.dead, obs: o.obs, tracer: o.tracer, handlers: handlers, cfg: cfg, clock: o.clock, log: o.log}
 }
 
 // Why a running attempt's context was canceled, besides its timeout.
@@ -163,6 +181,11 @@ var errInterrupted = errors.New("attempt interrupted by shutdown")
 //   - An error is returned, and the job delivered again, only when the
 //     store or queue could not be reached or the worker is stopping.
 func (e *Executor) Process(ctx context.Context, job ports.Job) error {
+	if p, ok := e.store.(ports.Preloader); ok {
+		// Read the task while waiting for a slot, so that once one is free
+		// marking it RUNNING costs one write.
+		p.Preload(ctx, job.TaskID)
+	}
 	release, err := e.takeSlot(ctx)
 	if err != nil {
 		return err
@@ -205,62 +228,109 @@ func (e *Executor) Process(ctx context.Context, job ports.Job) error {
 	log = log.With("kind", t.Kind, "attempt", attempt, "max_attempts", t.MaxAttempts)
 	// The attempt, its saves and its logs run in the attempt's span.
 	ctx, span := e.tracer.StartAttempt(ctx, *t)
-	var outcome Outcome
-	var runErr error
-	defer func() { span.End(outcome, runErr) }()
+
 	log.InfoContext(ctx, "attempt started")
 	e.obs.AttemptStarted(t.Kind)
 
 	began := time.Now()
 	result, runErr, cause := e.attempt(ctx, *t)
-	elapsed := time.Since(began)
+	r := attemptResult{attempt: attempt, result: result, err: runErr, elapsed: time.Since(began)}
 	release() // the next job may start while this outcome is saved
 
-	saveCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.cfg.SaveTimeout)
-	defer cancel()
 	if errors.Is(cause, errLeaseLost) {
-		log.WarnContext(ctx, "attempt abandoned: another worker took the task over", "duration_ms", elapsed.Milliseconds())
-		outcome = OutcomeAbandoned
-		e.obs.AttemptFinished(t.Kind, outcome, elapsed)
+		log.WarnContext(ctx, "attempt abandoned: another worker took the task over", "duration_ms", r.elapsed.Milliseconds())
+		e.obs.AttemptFinished(t.Kind, OutcomeAbandoned, r.elapsed)
+		span.End(OutcomeAbandoned, runErr)
 		return nil
 	}
-	kind := t.Kind
-	interrupted := runErr != nil && ctx.Err() != nil && cause == nil
-	t, err = e.store.Update(saveCtx, t.ID, func(t *task.Task) error {
+	r.interrupted = runErr != nil && ctx.Err() != nil && cause == nil
+	if r.interrupted || !e.cfg.SaveInBackground {
+		outcome, err := e.save(ctx, log, t, r)
+		span.End(outcome, runErr)
+		return err
+	}
+	select {
+	case e.saves <- struct{}{}:
+	case <-ctx.Done(): // stopping: save in the foreground
+		outcome, err := e.save(ctx, log, t, r)
+		span.End(outcome, runErr)
+		return err
+	}
+	e.saving.Add(1)
+	go func() {
+		defer func() { <-e.saves; e.saving.Done() }()
+		outcome, err := e.save(ctx, log, t, r)
+		span.End(outcome, runErr)
+		if err != nil {
+			log.ErrorContext(ctx, "attempt outcome not saved; the task is taken back once its lease runs out", "error", err)
+		}
+	}()
+	return nil
+}
+
+// attemptResult is what an attempt left to save.
+type attemptResult struct {
+	attempt     int
+	result      json.RawMessage
+	err         error
+	elapsed     time.Duration
+	interrupted bool // the worker is stopping: give the task back
+}
+
+// save writes an attempt's outcome to its task (t as it started), if the
+// attempt is still the task's current one, and reports it. It returns the
+// outcome, and an error for the job when the outcome could not be saved
+// or the attempt was interrupted.
+func (e *Executor) save(ctx context.Context, log *slog.Logger, t *task.Task, r attemptResult) (Outcome, error) {
+	saveCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.cfg.SaveTimeout)
+	defer cancel()
+	kind, id := t.Kind, t.ID
+	t, err := e.store.Update(saveCtx, id, func(t *task.Task) error {
 		now := e.clock.Now()
 		switch {
-		case t.CancelRequested && runErr != nil:
-			return t.Canceled(attempt, now)
-		case interrupted:
-			return t.Release(attempt, now)
-		case runErr != nil:
+		case t.CancelRequested && r.err != nil:
+			return t.Canceled(r.attempt, now)
+		case r.interrupted:
+			return t.Release(r.attempt, now)
+		case r.err != nil:
 			var perm *ports.PermanentError
-			retryAt := now.Add(e.cfg.Backoff.Delay(attempt))
-			return t.Fail(attempt, runErr.Error(), !errors.As(runErr, &perm), retryAt, now)
+			retryAt := now.Add(e.cfg.Backoff.Delay(r.attempt))
+			return t.Fail(r.attempt, r.err.Error(), !errors.As(r.err, &perm), retryAt, now)
 		default:
-			return t.Succeed(attempt, result, now)
+			return t.Succeed(r.attempt, r.result, now)
 		}
 	})
 	switch {
 	case errors.Is(err, task.ErrIllegalTransition), errors.Is(err, task.ErrNotFound):
 		log.WarnContext(ctx, "outcome discarded: the attempt is no longer the task's current one", "reason", err.Error())
-		outcome = OutcomeAbandoned
-		e.obs.AttemptFinished(kind, outcome, elapsed)
-		return nil
+		e.obs.AttemptFinished(kind, OutcomeAbandoned, r.elapsed)
+		return OutcomeAbandoned, nil
 	case err != nil:
-		return fmt.Errorf("save attempt %d of task %s: %w", attempt, job.TaskID, err)
+		return "", fmt.Errorf("save attempt %d of task %s: %w", r.attempt, id, err)
 	}
-	if interrupted {
-		log.WarnContext(ctx, "attempt given back: the worker is stopping", "duration_ms", elapsed.Milliseconds())
-		outcome = OutcomeInterrupted
-		e.obs.AttemptFinished(kind, outcome, elapsed)
-		return errInterrupted
+	if r.interrupted {
+		log.WarnContext(ctx, "attempt given back: the worker is stopping", "duration_ms", r.elapsed.Milliseconds())
+		e.obs.AttemptFinished(kind, OutcomeInterrupted, r.elapsed)
+		return OutcomeInterrupted, errInterrupted
 	}
-	outcome = outcomeOf(t)
-	e.obs.AttemptFinished(kind, outcome, elapsed)
-	log = log.With("duration_ms", elapsed.Milliseconds())
-	e.afterFinish(ctx, log, t)
-	return nil
+	outcome := outcomeOf(t)
+	e.obs.AttemptFinished(kind, outcome, r.elapsed)
+	e.afterFinish(ctx, log.With("duration_ms", r.elapsed.Milliseconds()), t)
+	return outcome, nil
+}
+
+// Drain waits until every outcome being saved in the background (see
+// ExecutorConfig.SaveInBackground) is saved, or ctx ends. A worker calls it
+// after its queue stopped delivering jobs and before it closes the store.
+func (e *Executor) Drain(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { e.saving.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("outcomes still being saved: %w", context.Cause(ctx))
+	}
 }
 
 // takeSlot waits for a free attempt slot, or for ctx to end. The release
@@ -329,12 +399,14 @@ func (e *Executor) attempt(ctx context.Context, t task.Task) (result json.RawMes
 	if th, ok := h.(TimeoutHandler); ok && th.Timeout() > 0 {
 		timeout = th.Timeout()
 	}
-	runCtx, cancelRun := context.WithCancelCause(ctx)
-	defer cancelRun(nil)
-	runCtx, cancelTimeout := context.WithTimeout(runCtx, timeout)
+	// The heartbeat cancels watched when a user cancels the task or
+	// another worker took it over.
+	watched, cancelWatch := context.WithCancelCause(ctx)
+	defer cancelWatch(nil)
+	runCtx, cancelTimeout := context.WithTimeout(watched, timeout)
 	defer cancelTimeout()
 
-	stopBeat := e.heartbeat(runCtx, t.ID, t.Attempts, cancelRun)
+	stopBeat := e.heartbeat(watched, t.ID, t.Attempts, cancelWatch)
 	defer stopBeat()
 
 	type outcome struct {
@@ -366,10 +438,7 @@ func (e *Executor) attempt(ctx context.Context, t task.Task) (result json.RawMes
 			o = outcome{err: fmt.Errorf("handler did not stop within %s of cancellation: %w", e.cfg.Abandon, context.Cause(runCtx))}
 		}
 	}
-	cause = context.Cause(runCtx)
-	if !errors.Is(cause, errCancelRequested) && !errors.Is(cause, errLeaseLost) {
-		cause = nil
-	}
+	cause = causeOf(watched)
 	if o.err == nil && runCtx.Err() != nil && cause == nil && ctx.Err() == nil {
 		// Returned success after its deadline: the result stands.
 		return o.result, nil, nil
@@ -378,6 +447,16 @@ func (e *Executor) attempt(ctx context.Context, t task.Task) (result json.RawMes
 		o.err = fmt.Errorf("attempt timed out after %s: %w", timeout, o.err)
 	}
 	return o.result, o.err, cause
+}
+
+// causeOf returns why the heartbeat canceled watched (errCancelRequested,
+// errLeaseLost), or nil.
+func causeOf(watched context.Context) error {
+	cause := context.Cause(watched)
+	if errors.Is(cause, errCancelRequested) || errors.Is(cause, errLeaseLost) {
+		return cause
+	}
+	return nil
 }
 
 // heartbeat renews the attempt's lease until stopped, and cancels the

@@ -670,6 +670,38 @@ func TestProcessConcurrencyLimit(t *testing.T) {
 	}
 }
 
+func TestProcessSavesInBackground(t *testing.T) {
+	// The job is acknowledged once the handler returns; the outcome lands
+	// later, and Drain waits for it.
+	store, data := memStore()
+	id := queuedTask(t, data, "simulate", `{}`, 0, 3)
+	var updates atomic.Int32
+	saved := make(chan struct{})
+	update := store.UpdateFunc
+	store.UpdateFunc = func(ctx context.Context, id string, fn func(*task.Task) error) (*task.Task, error) {
+		if updates.Add(1) == 2 {
+			<-saved // the outcome's save hangs until released
+		}
+		return update(ctx, id, fn)
+	}
+	ex := NewExecutor(store, recordingQueue(), registry(t, nil), ExecutorConfig{SaveInBackground: true, Concurrency: 1}, opts()...)
+	if err := ex.Process(context.Background(), ports.Job{TaskID: id}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if err := ex.Drain(ctx); err == nil {
+		t.Fatal("Drain returned while an outcome was still being saved")
+	}
+	close(saved)
+	if err := ex.Drain(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := data[id]; got.Status != task.Done {
+		t.Errorf("after Drain: %s, want DONE", got.Status)
+	}
+}
+
 func TestProcessAsksForRedelivery(t *testing.T) {
 	store, data := memStore()
 	id := queuedTask(t, data, "simulate", `{}`, 0, 3)

@@ -130,11 +130,12 @@ func open(ctx context.Context, cfg *config.Config, log *slog.Logger, tr *tracing
 		Instance: instance,
 		Service:  lifecycle.NewService(store, queue, handlers, opts...),
 		Executor: lifecycle.NewExecutor(store, queue, handlers, lifecycle.ExecutorConfig{
-			Worker:      instance,
-			Timeout:     cfg.JobTimeout,
-			Lease:       cfg.Lease,
-			Backoff:     lifecycle.Backoff{Base: cfg.RetryBackoffBase, Max: cfg.RetryBackoffMax},
-			Concurrency: cfg.Concurrency,
+			Worker:           instance,
+			Timeout:          cfg.JobTimeout,
+			Lease:            cfg.Lease,
+			Backoff:          lifecycle.Backoff{Base: cfg.RetryBackoffBase, Max: cfg.RetryBackoffMax},
+			Concurrency:      cfg.Concurrency,
+			SaveInBackground: true,
 		}, opts...),
 		Maintenance: lifecycle.NewMaintenance(store, queue, store, lifecycle.MaintenanceConfig{
 			Holder:         instance,
@@ -228,10 +229,16 @@ func checkSchema(ctx context.Context, cfg *config.Config, store *bunstore.Store,
 	return nil
 }
 
-// queueConcurrency is how many jobs the worker takes from its queue at once:
-// twice the attempts it runs at once (the executor's limit), so that while
-// one job's outcome is being saved the next one is already at hand.
-func queueConcurrency(cfg *config.Config) int { return 2 * cfg.Concurrency }
+// jobsPerSlot is how many jobs the worker takes from its queue per handler
+// slot (--concurrency). The jobs beyond the slots wait in the worker, their
+// tasks still QUEUED but already read ahead, so a slot that frees starts
+// the next job with one write, and outcomes are saved while the slots run
+// other handlers (see docs/benchmarks). A job waiting in one worker is not
+// taken by another until this one stops or dies.
+const jobsPerSlot = 4
+
+// queueConcurrency is how many jobs the worker takes from its queue at once.
+func queueConcurrency(cfg *config.Config) int { return jobsPerSlot * cfg.Concurrency }
 
 // queue is what opsbox needs of its queue adapters: jobs and dead letters.
 type queue interface {

@@ -91,6 +91,10 @@ func (a *App) RunWorker(ctx context.Context) error {
 	return errors.Join(err, <-errc)
 }
 
+// saveDrainTimeout bounds the wait for outcomes still being saved when the
+// worker stops: the executor's own save timeout.
+const saveDrainTimeout = 30 * time.Second
+
 // Consume runs jobs and maintenance until ctx is canceled. Then it stops
 // taking jobs and gives the attempts in flight the shutdown grace to
 // finish; attempts still running after it are given back, unacknowledged,
@@ -120,6 +124,13 @@ func (a *App) Consume(ctx context.Context) error {
 		// The job's trace context came with it in its metadata.
 		return a.Executor.Process(a.Tracing.ContextOf(work, job), job)
 	})
+	// Jobs are acknowledged before their outcomes are saved: wait for
+	// those saves before the store closes.
+	drainCtx, cancelDrain := context.WithTimeout(context.Background(), saveDrainTimeout)
+	defer cancelDrain()
+	if derr := a.Executor.Drain(drainCtx); derr != nil {
+		a.Log.Error("worker stopped with attempt outcomes unsaved; their tasks are taken back when their leases run out", "error", derr)
+	}
 	<-maintenanceDone
 	a.Log.Info("worker stopped")
 	return err
