@@ -60,6 +60,22 @@ type Preloader interface {
 	Preload(ctx context.Context, ids ...string)
 }
 
+// lowPriorityKey marks a context whose store writes may wait.
+type lowPriorityKey struct{}
+
+// LowPriority returns a context that tells a TaskStore its writes may wait
+// to be batched with others: nobody is waiting on them but a background
+// save (the executor saving an outcome it has already acknowledged).
+func LowPriority(ctx context.Context) context.Context {
+	return context.WithValue(ctx, lowPriorityKey{}, true)
+}
+
+// IsLowPriority reports whether ctx was made by LowPriority.
+func IsLowPriority(ctx context.Context) bool {
+	v, _ := ctx.Value(lowPriorityKey{}).(bool)
+	return v
+}
+
 // StrandedQuery selects the tasks that need a job published again:
 //   - QUEUED tasks available by Now whose job was never published, or was
 //     published before EnqueuedBefore (the queue has delivered everything

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/schema"
 
 	"github.com/opsbox/opsbox/core/task"
 	"github.com/opsbox/opsbox/ports"
@@ -69,22 +70,33 @@ type updateRes struct {
 	panicV any // a panic of fn, raised again on the caller's goroutine
 }
 
-// committer gathers Updates into batches and runs at most maxInflight
-// batches at once, each in a goroutine that lives as long as its batch.
+// committer gathers Updates into batches and runs a few batches at once,
+// each in a goroutine that lives as long as its batch. Updates whose
+// caller marked them ports.LowPriority (a worker saving an outcome it has
+// already acknowledged) have a lane of their own, one batch at a time, so
+// they gather into large batches and never hold up the Updates a caller
+// waits on (a worker marking a task RUNNING while its slot idles).
 type committer struct {
-	store       *Store
-	maxInflight int
+	store *Store
 
-	mu       sync.Mutex
+	mu      sync.Mutex
+	lanes   [2]lane         // 0: callers waiting; 1: low priority
+	busy    map[string]bool // task ids of the batches being written
+	batches atomic.Int64    // batches run, for tests
+	singles atomic.Int64    // batches refused and retried one Update at a time
+}
+
+type lane struct {
 	pending  []*updateReq
 	inflight int
-	busy     map[string]bool // task ids of the batches being written
-	batches  atomic.Int64    // batches run, for tests
-	singles  atomic.Int64    // batches refused and retried one Update at a time
+	max      int
 }
 
 func newCommitter(s *Store, maxInflight int) *committer {
-	return &committer{store: s, maxInflight: max(1, maxInflight), busy: make(map[string]bool)}
+	c := &committer{store: s, busy: make(map[string]bool)}
+	c.lanes[0].max = max(1, maxInflight)
+	c.lanes[1].max = 1
+	return c
 }
 
 // do runs one Update through a batch and waits for its result. Once the
@@ -97,8 +109,12 @@ func (c *committer) do(ctx context.Context, id string, fn func(*task.Task) error
 		return nil, classify(err, "update", id)
 	}
 	req := &updateReq{ctx: ctx, id: id, fn: fn, done: make(chan updateRes, 1)}
+	l := &c.lanes[0]
+	if ports.IsLowPriority(ctx) && c.store.postgres { // SQLite: one connection, one lane
+		l = &c.lanes[1]
+	}
 	c.mu.Lock()
-	c.pending = append(c.pending, req)
+	l.pending = append(l.pending, req)
 	c.startLocked()
 	c.mu.Unlock()
 	res := <-req.done
@@ -113,32 +129,35 @@ func (c *committer) do(ctx context.Context, id string, fn func(*task.Task) error
 // holds the first, so it sees that one's result, and batches of this store
 // never race each other for a row.
 func (c *committer) startLocked() {
-	for c.inflight < c.maxInflight {
-		var batch, rest []*updateReq
-		for _, r := range c.pending {
-			if len(batch) < maxBatch && !c.busy[r.id] {
-				c.busy[r.id] = true
-				batch = append(batch, r)
-				continue
+	for i := range c.lanes {
+		l := &c.lanes[i]
+		for l.inflight < l.max {
+			var batch, rest []*updateReq
+			for _, r := range l.pending {
+				if len(batch) < maxBatch && !c.busy[r.id] {
+					c.busy[r.id] = true
+					batch = append(batch, r)
+					continue
+				}
+				rest = append(rest, r)
 			}
-			rest = append(rest, r)
+			l.pending = rest
+			if len(batch) == 0 {
+				break
+			}
+			l.inflight++
+			go c.run(l, batch)
 		}
-		c.pending = rest
-		if len(batch) == 0 {
-			return
-		}
-		c.inflight++
-		go c.run(batch)
 	}
 }
 
-func (c *committer) run(batch []*updateReq) {
+func (c *committer) run(l *lane, batch []*updateReq) {
 	c.commit(batch)
 	c.mu.Lock()
 	for _, r := range batch {
 		delete(c.busy, r.id)
 	}
-	c.inflight--
+	l.inflight--
 	c.startLocked()
 	c.mu.Unlock()
 }
@@ -357,7 +376,7 @@ func (s *Store) updateOptimistic(ctx context.Context, reqs []*updateReq) []updat
 				fromDB[id] = true
 			}
 		}
-		var writes []*taskRow
+		var writes, olds []*taskRow
 		var writeAt, again []int
 		for _, i := range todo {
 			r := reqs[i]
@@ -374,9 +393,10 @@ func (s *Store) updateOptimistic(ctx context.Context, reqs []*updateReq) []updat
 			}
 			next.Version = row.Version
 			writes = append(writes, next)
+			olds = append(olds, row)
 			writeAt = append(writeAt, i)
 		}
-		written, err := s.writeVersioned(ctx, writes)
+		written, err := s.writeVersioned(ctx, writes, olds)
 		if err != nil {
 			todo = append(again, writeAt...)
 			fail(err)
@@ -403,8 +423,10 @@ func (s *Store) updateOptimistic(ctx context.Context, reqs []*updateReq) []updat
 
 // writeVersioned writes rows whose Version holds the version they were
 // read at, each only if the database still has that version, raising it,
-// in one statement, and returns the ids it wrote.
-func (s *Store) writeVersioned(ctx context.Context, rows []*taskRow) (map[string]bool, error) {
+// in one statement, and returns the ids it wrote. olds are the rows as
+// read: only the columns some row changed are set, so a status change
+// does not rewrite (and PostgreSQL does not parse again) a payload.
+func (s *Store) writeVersioned(ctx context.Context, rows, olds []*taskRow) (map[string]bool, error) {
 	if len(rows) == 0 {
 		return nil, nil
 	}
@@ -419,11 +441,13 @@ func (s *Store) writeVersioned(ctx context.Context, rows []*taskRow) (map[string
 	// Every column of the model but the key, the creation time and the
 	// version, so a column added to taskRow is written without more code.
 	for _, f := range s.db.Table(reflect.TypeFor[taskRow]()).Fields {
-		switch name := f.Name; {
-		case name == "id", name == "created_at", name == "version":
-		case jsonColumns[name]:
+		name := f.Name
+		if name == "id" || name == "created_at" || name == "version" || !changed(f, rows, olds) {
+			continue
+		}
+		if jsonColumns[name] {
 			q = q.Set("? = _data.?::jsonb", bun.Ident(name), bun.Ident(name))
-		default:
+		} else {
 			q = q.Set("? = _data.?", bun.Ident(name), bun.Ident(name))
 		}
 	}
@@ -436,6 +460,17 @@ func (s *Store) writeVersioned(ctx context.Context, rows []*taskRow) (map[string
 		written[id] = true
 	}
 	return written, nil
+}
+
+// changed reports whether any row's field differs from its old value.
+func changed(f *schema.Field, rows, olds []*taskRow) bool {
+	for i := range rows {
+		a, b := f.Value(reflect.ValueOf(rows[i]).Elem()), f.Value(reflect.ValueOf(olds[i]).Elem())
+		if !reflect.DeepEqual(a.Interface(), b.Interface()) {
+			return true
+		}
+	}
+	return false
 }
 
 // jsonColumns need a cast in writeVersioned's SET: bun types them as text

@@ -12,6 +12,7 @@ import (
 	"github.com/opsbox/opsbox/adapters/bunstore"
 	"github.com/opsbox/opsbox/adapters/testsvc"
 	"github.com/opsbox/opsbox/core/task"
+	"github.com/opsbox/opsbox/ports"
 )
 
 // TestUpdatesShareTransactions checks the group commit: concurrent Updates
@@ -45,6 +46,10 @@ func TestUpdatesShareTransactions(t *testing.T) {
 			for i, id := range ids {
 				wg.Go(func() {
 					defer func() { panics[i] = recover() }()
+					ctx := ctx
+					if i%2 == 0 {
+						ctx = ports.LowPriority(ctx) // the background lane
+					}
 					_, results[i] = s.Update(ctx, id, func(tk *task.Task) error {
 						switch i % 3 {
 						case 1:

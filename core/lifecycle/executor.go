@@ -259,7 +259,7 @@ func (e *Executor) Process(ctx context.Context, job ports.Job) error {
 	e.saving.Add(1)
 	go func() {
 		defer func() { <-e.saves; e.saving.Done() }()
-		outcome, err := e.save(ctx, log, t, r)
+		outcome, err := e.save(ports.LowPriority(ctx), log, t, r)
 		span.End(outcome, runErr)
 		if err != nil {
 			log.ErrorContext(ctx, "attempt outcome not saved; the task is taken back once its lease runs out", "error", err)
