@@ -36,6 +36,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 type options struct {
@@ -215,6 +217,11 @@ func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: o.logLevel}))
+	unlock, err := exclusive(ctx, o.databaseURL, log)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	b := &bench{o: o, log: log, started: time.Now()}
 	rep, err := b.run(ctx)
 	if rep == nil {
@@ -266,4 +273,31 @@ func parseInts(s string) ([]int, error) {
 // progress tells the operator what is going on, on stderr.
 func progress(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "%s  "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
+}
+
+// benchLock is the PostgreSQL advisory lock a benchmark holds while it
+// runs. The benchmark creates and drops databases of fixed names, and two
+// runs on one server would drop each other's and measure each other's load.
+const benchLock = 0x6f7073626f78 // "opsbox"
+
+// exclusive waits until no other benchmark runs against the server, then
+// holds the lock until unlock is called (or the process exits).
+func exclusive(ctx context.Context, databaseURL string, log *slog.Logger) (unlock func(), err error) {
+	conn, err := pgx.Connect(ctx, databaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("connect to PostgreSQL (-database-url): %w", err)
+	}
+	var got bool
+	if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", int64(benchLock)).Scan(&got); err != nil {
+		_ = conn.Close(ctx)
+		return nil, fmt.Errorf("take the benchmark lock: %w", err)
+	}
+	if !got {
+		log.Warn("another benchmark runs against this PostgreSQL server; waiting for it to finish")
+		if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock($1)", int64(benchLock)); err != nil {
+			_ = conn.Close(context.WithoutCancel(ctx))
+			return nil, fmt.Errorf("wait for the benchmark lock: %w", err)
+		}
+	}
+	return func() { _ = conn.Close(context.WithoutCancel(ctx)) }, nil
 }
