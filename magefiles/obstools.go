@@ -26,7 +26,7 @@ type obsTool struct {
 
 var (
 	jaegerTool       = obsTool{name: "jaeger", module: "github.com/jaegertracing/jaeger", pkg: "github.com/jaegertracing/jaeger/cmd/jaeger"}
-	victoriaLogsTool = obsTool{name: "victoria-logs", module: "github.com/VictoriaMetrics/VictoriaLogs", pkg: "github.com/VictoriaMetrics/VictoriaLogs/app/victoria-logs"}
+	victoriaLogsTool = obsTool{name: "victorialogs", module: "github.com/VictoriaMetrics/VictoriaLogs", pkg: "github.com/VictoriaMetrics/VictoriaLogs/app/victoria-logs"}
 )
 
 // obsToolsDir is where the built servers are kept across runs and
