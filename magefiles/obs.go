@@ -19,7 +19,7 @@ import (
 // Obs starts and stops a local observability stack: Prometheus on
 // 127.0.0.1:9090 scraping opsbox on :8080 (api) and :9091 (worker), with
 // opsbox's rules, Alertmanager on 127.0.0.1:9093, Jaeger v2 (OTLP on
-// :4318 and :4317, UI and API on :16686) and VictoriaLogs (OTLP logs and
+// :4318 and :4317, query API on :16686) and VictoriaLogs (OTLP logs and
 // LogsQL on :9428). Prometheus and Alertmanager come from Debian's packages
 // (prometheus, prometheus-alertmanager); Jaeger and VictoriaLogs are built
 // once from the versions pinned under tools/ and cached (see obstools.go).

@@ -49,7 +49,7 @@ type Config struct {
 	// ServiceVersion is service.version.
 	ServiceVersion string
 	// Logger receives the SDK's errors, such as failed exports (default
-	// slog.Default()).
+	// slog.Default()). Pass the plain logger, not one Tracing.Logger wrapped.
 	Logger *slog.Logger
 	// Getenv reads the environment (default os.Getenv). The exporters read
 	// their own OTEL_EXPORTER_OTLP_* settings from the process environment
@@ -122,8 +122,9 @@ func New(ctx context.Context, cfg Config) (*Tracing, error) {
 	}
 	// Export failures reach the log as warnings, not stderr lines of the
 	// SDK's default handler. This is the one global the SDK offers no
-	// per-provider option for. cfg.Logger writes to stdout only: a failed
-	// log export must not feed itself another record to export.
+	// per-provider option for. cfg.Logger is the plain logger, not the one
+	// Logger returns: a failed log export must not queue another record for
+	// the exporter that just failed.
 	log := cfg.Logger
 	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
 		log.Warn("OpenTelemetry error", "error", err)
