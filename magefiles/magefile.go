@@ -45,7 +45,9 @@ func Build() error {
 // Test checks formatting, vet and generated code, then runs every test of
 // every module against the local PostgreSQL and Redis. With CI set (or
 // OPSBOX_REQUIRE_SERVICES=1) a missing service fails the run instead of
-// skipping the integration tests.
+// skipping the integration tests. Jaeger and VictoriaLogs, which a live
+// test in apps/e2e runs, are built first when the cache lacks them (once,
+// minutes; see obs:tools).
 func Test() error {
 	mg.SerialDeps(FmtCheck, Vet, GenerateCheck)
 	warnMissingServices()
@@ -53,7 +55,11 @@ func Test() error {
 	if v := os.Getenv("OPSBOX_TEST_FLAGS"); v != "" {
 		args = append(args, strings.Fields(v)...)
 	}
-	if err := sh.RunV("go", append(args, "work")...); err != nil {
+	env, err := obsTestEnv()
+	if err != nil {
+		return err
+	}
+	if err := sh.RunWithV(env, "go", append(args, "work")...); err != nil {
 		return err
 	}
 	if err := Fuzz(); err != nil {

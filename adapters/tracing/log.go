@@ -21,13 +21,22 @@ type LogHandler struct {
 // NewLogHandler wraps next.
 func NewLogHandler(next slog.Handler) *LogHandler { return &LogHandler{next: next} }
 
-// Logger returns l with its handler wrapped in a LogHandler, or l itself
-// when tracing is off: without spans there are no ids to add.
+// Logger returns l with trace_id and span_id added to its lines when
+// traces are on, and its records exported over OTLP as well when log export
+// is on; l itself when both are off. The exported records carry the ids in
+// their own trace and span fields rather than as attributes.
 func (t *Tracing) Logger(l *slog.Logger) *slog.Logger {
-	if !t.Enabled() {
+	if !t.Enabled() && t.logs == nil {
 		return l
 	}
-	return slog.New(NewLogHandler(l.Handler()))
+	var h slog.Handler = l.Handler()
+	if t.Enabled() {
+		h = NewLogHandler(h)
+	}
+	if t.logs != nil {
+		h = fanout{primary: h, also: t.otlpHandler()}
+	}
+	return slog.New(h)
 }
 
 // Enabled implements slog.Handler.

@@ -7,7 +7,10 @@
 // Tracing is off unless an OTLP endpoint is configured
 // (OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT). Off,
 // every method is a no-op that returns what it was given, so a process
-// without a collector pays nothing and logs nothing about tracing.
+// without a collector pays nothing and logs nothing about tracing. Log
+// records are exported over OTLP too, next to the lines on stdout, when an
+// endpoint for them is configured (OTEL_EXPORTER_OTLP_ENDPOINT or
+// OTEL_EXPORTER_OTLP_LOGS_ENDPOINT); see ADR 0003.
 //
 // The package sets no OpenTelemetry globals but the error handler: each
 // instrumentation is handed this package's provider and propagator, so two
@@ -16,6 +19,7 @@ package tracing
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -26,6 +30,7 @@ import (
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/propagation"
+	sdklog "go.opentelemetry.io/otel/sdk/log"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
@@ -44,7 +49,7 @@ type Config struct {
 	// ServiceVersion is service.version.
 	ServiceVersion string
 	// Logger receives the SDK's errors, such as failed exports (default
-	// slog.Default()).
+	// slog.Default()). Pass the plain logger, not one Tracing.Logger wrapped.
 	Logger *slog.Logger
 	// Getenv reads the environment (default os.Getenv). The exporters read
 	// their own OTEL_EXPORTER_OTLP_* settings from the process environment
@@ -58,6 +63,7 @@ type Tracing struct {
 	sdk      *sdktrace.TracerProvider // nil when disabled
 	prop     propagation.TextMapPropagator
 	tracer   trace.Tracer
+	logs     *sdklog.LoggerProvider // nil when log records are not exported
 }
 
 // Disabled returns a Tracing that records nothing.
@@ -67,14 +73,16 @@ func Disabled() *Tracing {
 }
 
 // New configures tracing from the environment. Without an OTLP endpoint, or
-// with OTEL_SDK_DISABLED=true or OTEL_TRACES_EXPORTER=none, it returns a
-// disabled Tracing. The exporter speaks OTLP over HTTP (protobuf) unless
+// with OTEL_SDK_DISABLED=true or OTEL_TRACES_EXPORTER=none, traces are off.
+// The exporter speaks OTLP over HTTP (protobuf) unless
 // OTEL_EXPORTER_OTLP_TRACES_PROTOCOL or OTEL_EXPORTER_OTLP_PROTOCOL is grpc;
 // the SDK itself reads the endpoint, headers, timeout, TLS, sampler
 // (OTEL_TRACES_SAMPLER, default parentbased_always_on) and batching
 // (OTEL_BSP_*) settings. It does not connect: spans are exported in the
 // background, and an unreachable collector costs dropped spans and a
-// warning, never a failed start.
+// warning, never a failed start. The log export is configured the same
+// way from the OTEL_EXPORTER_OTLP_LOGS_* and OTEL_LOGS_EXPORTER variables;
+// Logger wires it in.
 func New(ctx context.Context, cfg Config) (*Tracing, error) {
 	if cfg.Getenv == nil {
 		cfg.Getenv = os.Getenv
@@ -82,13 +90,13 @@ func New(ctx context.Context, cfg Config) (*Tracing, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	on, err := enabled(cfg.Getenv)
-	if err != nil || !on {
+	tracesOn, err := enabled(cfg.Getenv)
+	if err != nil {
 		return Disabled(), err
 	}
-	exp, err := newExporter(ctx, cfg.Getenv)
-	if err != nil {
-		return nil, err
+	logsOn, err := logsEnabled(cfg.Getenv)
+	if err != nil || (!tracesOn && !logsOn) {
+		return Disabled(), err
 	}
 	res, err := resource.New(ctx,
 		resource.WithAttributes(semconv.ServiceName(cfg.ServiceName), semconv.ServiceVersion(cfg.ServiceVersion)),
@@ -98,14 +106,30 @@ func New(ctx context.Context, cfg Config) (*Tracing, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tracing: resource: %w", err)
 	}
+	t := Disabled()
+	if tracesOn {
+		exp, err := newExporter(ctx, cfg.Getenv)
+		if err != nil {
+			return nil, err
+		}
+		t = fromSDK(sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res)))
+	}
+	if logsOn {
+		if t.logs, err = newLogProvider(ctx, cfg.Getenv, res); err != nil {
+			_ = t.Shutdown(ctx)
+			return nil, err
+		}
+	}
 	// Export failures reach the log as warnings, not stderr lines of the
 	// SDK's default handler. This is the one global the SDK offers no
-	// per-provider option for.
+	// per-provider option for. cfg.Logger is the plain logger, not the one
+	// Logger returns: a failed log export must not queue another record for
+	// the exporter that just failed.
 	log := cfg.Logger
 	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
 		log.Warn("OpenTelemetry error", "error", err)
 	}))
-	return fromSDK(sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res))), nil
+	return t, nil
 }
 
 // fromSDK returns an enabled Tracing over sdk.
@@ -167,11 +191,12 @@ func (t *Tracing) Propagator() propagation.TextMapPropagator { return t.prop }
 // ShutdownTimeout bounds Shutdown when its context has no deadline.
 const ShutdownTimeout = 5 * time.Second
 
-// Shutdown exports the spans still buffered and stops the exporter. Call it
-// once the process has stopped making spans; it waits at most ctx's
-// deadline, or ShutdownTimeout, so a dead collector cannot hold up exit.
+// Shutdown exports the spans and log records still buffered and stops the
+// exporters. Call it once the process has stopped making spans and logging
+// through the Logger; it waits at most ctx's deadline, or ShutdownTimeout,
+// so a dead collector cannot hold up exit.
 func (t *Tracing) Shutdown(ctx context.Context) error {
-	if t.sdk == nil {
+	if t.sdk == nil && t.logs == nil {
 		return nil
 	}
 	if _, ok := ctx.Deadline(); !ok {
@@ -179,8 +204,19 @@ func (t *Tracing) Shutdown(ctx context.Context) error {
 		ctx, cancel = context.WithTimeout(ctx, ShutdownTimeout)
 		defer cancel()
 	}
-	if err := t.sdk.Shutdown(ctx); err != nil {
-		return fmt.Errorf("tracing: flush spans: %w", err)
+	var errs []error
+	if t.sdk != nil {
+		if err := t.sdk.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("tracing: flush spans: %w", err))
+		}
 	}
-	return nil
+	if t.logs != nil {
+		if err := t.logs.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("tracing: flush log records: %w", err))
+		}
+	}
+	return errors.Join(errs...)
 }
+
+// LogsExported reports whether log records are exported over OTLP.
+func (t *Tracing) LogsExported() bool { return t.logs != nil }

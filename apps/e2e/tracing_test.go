@@ -138,6 +138,9 @@ func TestOneTraceFromAPIToWorker(t *testing.T) {
 		"OPSBOX_RETRY_BACKOFF_BASE=100ms",
 		"OPSBOX_RECONCILE_INTERVAL=200ms",
 		"OTEL_EXPORTER_OTLP_ENDPOINT=" + recv.srv.URL,
+		// The receiver takes traces only; the OTLP log export is tested
+		// against VictoriaLogs (querystack_test.go).
+		"OTEL_LOGS_EXPORTER=none",
 		"OTEL_BSP_SCHEDULE_DELAY=100",
 	}
 	runCmd(t, env, "opsbox", "migrate", "up")
