@@ -104,9 +104,11 @@ func hostPort(rawURL, fallback string) string {
 
 // ObsCheck validates the observability files with the tools that consume
 // them: promtool checks the Prometheus configuration and rules and runs the
-// alert unit tests, amtool checks the Alertmanager configuration. Without
-// the tools (Debian: prometheus, prometheus-alertmanager) it warns and
-// skips, except under CI, where it fails.
+// alert unit tests, amtool checks the Alertmanager configuration, and
+// Prometheus's own promtool (built once from tools/promtool and cached)
+// checks the Kubernetes variant. Without the Debian tools (prometheus,
+// prometheus-alertmanager) it warns and skips, except under CI, where it
+// fails.
 func ObsCheck() error {
 	for _, tool := range []string{"promtool", "amtool"} {
 		if _, err := exec.LookPath(tool); err != nil {
@@ -127,6 +129,16 @@ func ObsCheck() error {
 		if err := sh.RunV(s[0], s[1:]...); err != nil {
 			return fmt.Errorf("%s: %w", strings.Join(s, " "), err)
 		}
+	}
+	// The cluster's config uses kubernetes_sd_configs, which only
+	// Prometheus's own build of promtool knows (built once and cached).
+	promtool, err := promtoolTool.ensure()
+	if err != nil {
+		return err
+	}
+	k8s := []string{"check", "config", "observability/prometheus/kubernetes/prometheus.yml"}
+	if err := sh.RunV(promtool, k8s...); err != nil {
+		return fmt.Errorf("promtool (upstream) %s: %w", strings.Join(k8s, " "), err)
 	}
 	return nil
 }

@@ -27,6 +27,9 @@ type obsTool struct {
 var (
 	jaegerTool       = obsTool{name: "jaeger", module: "github.com/jaegertracing/jaeger", pkg: "github.com/jaegertracing/jaeger/cmd/jaeger"}
 	victoriaLogsTool = obsTool{name: "victorialogs", module: "github.com/VictoriaMetrics/VictoriaLogs", pkg: "github.com/VictoriaMetrics/VictoriaLogs/app/victoria-logs"}
+	// promtool as Prometheus builds it: Debian's is built without the
+	// Kubernetes service discovery, so it cannot check the cluster config.
+	promtoolTool = obsTool{name: "promtool", module: "github.com/prometheus/prometheus", pkg: "github.com/prometheus/prometheus/cmd/promtool"}
 )
 
 // obsToolsDir is where the built servers are kept across runs and
