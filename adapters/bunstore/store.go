@@ -211,8 +211,14 @@ func (s *Store) Ping(ctx context.Context) error {
 // Create implements ports.TaskStore. A duplicate id fails with an error
 // matching ErrDuplicateID.
 func (s *Store) Create(ctx context.Context, t *task.Task) error {
-	_, err := s.db.NewInsert().Model(rowFromTask(t)).Exec(ctx)
-	return classify(err, "create", t.ID)
+	row := rowFromTask(t)
+	if _, err := s.db.NewInsert().Model(row).Exec(ctx); err != nil {
+		return classify(err, "create", t.ID)
+	}
+	if s.postgres {
+		s.cache.put(row) // version 0: running it next costs one write
+	}
+	return nil
 }
 
 // Get implements ports.TaskStore.
