@@ -44,13 +44,27 @@ func (l loadResult) String() string {
 	return s
 }
 
+// maxAttackConns caps the connections of one attack: far above what a
+// server that keeps up needs at the rates tried (rate × latency), far
+// below the process's file descriptor limit.
+const maxAttackConns = 2000
+
 // attack sends the targeter's requests at rate per second for d, and
 // hands every response to onResult (may be nil) as it arrives.
 func attack(ctx context.Context, tr vegeta.Targeter, rate float64, d time.Duration, onResult func(*vegeta.Result)) loadResult {
+	// A transport of the attack's own, closed after it: an overloaded
+	// server makes vegeta open a connection per request in flight, and
+	// without a cap and a close one attack's connections (up to rate ×
+	// timeout) exhaust the process's file descriptors for the next ones.
+	transport := &http.Transport{
+		MaxConnsPerHost:     maxAttackConns,
+		MaxIdleConnsPerHost: maxAttackConns,
+		IdleConnTimeout:     30 * time.Second,
+	}
+	defer transport.CloseIdleConnections()
 	a := vegeta.NewAttacker(
-		vegeta.Timeout(10*time.Second),
-		vegeta.KeepAlive(true),
-		vegeta.Redirects(vegeta.NoFollow),
+		vegeta.Client(&http.Client{Transport: transport, Timeout: 10 * time.Second,
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}),
 	)
 	stop := context.AfterFunc(ctx, func() { a.Stop() })
 	defer stop()
