@@ -291,23 +291,17 @@ func apply(row *taskRow, r *updateReq) (next *taskRow, out updateRes) {
 	return next, updateRes{}
 }
 
-// lockRows reads the requests' rows, keyed by id, so that no other
-// transaction can change them before tx ends: on SQLite the immediate
-// transaction already excludes other writers; on PostgreSQL (not used by
-// Update there, see updateOptimistic) the rows are locked in id order, the
-// same in every batch, so two batches cannot deadlock on each other.
+// lockRows reads the requests' rows, keyed by id, inside tx. It serves the
+// SQLite store only, whose immediate transaction already holds the
+// database's write lock, so no other writer can change them before tx ends.
+// (PostgreSQL updates are optimistic: see updateOptimistic.)
 func (s *Store) lockRows(ctx context.Context, tx bun.Tx, reqs []*updateReq) (map[string]*taskRow, error) {
 	ids := make([]string, len(reqs))
 	for i, r := range reqs {
 		ids[i] = r.id
 	}
-	slices.Sort(ids)
 	var rows []taskRow
-	sel := selectByID(tx, &rows, ids).OrderExpr("? ASC", bun.Ident("id"))
-	if s.postgres {
-		sel = sel.For("UPDATE")
-	}
-	if err := sel.Scan(ctx); err != nil {
+	if err := selectByID(tx, &rows, ids).Scan(ctx); err != nil {
 		return nil, err
 	}
 	return byID(rows), nil

@@ -230,13 +230,7 @@ func TestUpdatesAcrossStores(t *testing.T) {
 	t.Parallel()
 	a, b := twoStores(t)
 	ctx := testContext(t)
-	tk, err := task.New("0190a000-0000-7000-8000-000000000001", task.Spec{Title: "t"}, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Create(ctx, tk); err != nil {
-		t.Fatal(err)
-	}
+	tk := createTask(t, ctx, a, "0190a000-0000-7000-8000-000000000001")
 
 	// a remembers the task as PENDING; b queues it.
 	if _, err := a.Update(ctx, tk.ID, func(tk *task.Task) error { tk.Title = "seen by a"; return nil }); err != nil {
@@ -281,13 +275,7 @@ func TestPreloadedRowsNeverWinOverNewerOnes(t *testing.T) {
 	t.Parallel()
 	a, b := twoStores(t)
 	ctx := testContext(t)
-	tk, err := task.New("0190a000-0000-7000-8000-000000000001", task.Spec{Title: "t"}, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Create(ctx, tk); err != nil {
-		t.Fatal(err)
-	}
+	tk := createTask(t, ctx, b, "0190a000-0000-7000-8000-000000000001")
 	a.Preload(ctx, tk.ID)
 	for deadline := time.Now().Add(5 * time.Second); !bunstore.Cached(a, tk.ID); time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
@@ -326,4 +314,17 @@ func twoStores(t *testing.T) (a, b *bunstore.Store) {
 		return s
 	}
 	return migrated(t, open()), open()
+}
+
+// createTask stores a new task titled "t" with the id.
+func createTask(t *testing.T, ctx context.Context, s *bunstore.Store, id string) *task.Task {
+	t.Helper()
+	tk, err := task.New(id, task.Spec{Title: "t"}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Create(ctx, tk); err != nil {
+		t.Fatal(err)
+	}
+	return tk
 }
